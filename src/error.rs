@@ -1,0 +1,48 @@
+//! One error type for the library, grouped into the categories the CLI maps to exit codes.
+
+use std::path::PathBuf;
+
+/// What went wrong, with enough context (file, tensor, expectation) for a user to act on it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The input file is unreadable, truncated, corrupt or of an unsupported kind.
+    #[error("{path}: {msg}")]
+    Input { path: PathBuf, msg: String },
+
+    /// A tensor inside an otherwise readable checkpoint is bad (checksum, size, dtype).
+    #[error("{path}: tensor '{tensor}': {msg}")]
+    Tensor { path: PathBuf, tensor: String, msg: String },
+
+    /// The checkpoint path could not be resolved to a checkpoint.
+    #[error("{0}")]
+    Resolve(String),
+
+    /// The checkpoint and the architecture's mapping table disagree.
+    #[error("{0}")]
+    Mapping(String),
+
+    /// Writing the output failed or would clobber something.
+    #[error("{0}")]
+    Output(String),
+
+    /// TensorFlow is needed for this operation but could not be loaded.
+    #[error("{0}")]
+    ReferenceUnavailable(String),
+
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn input(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::Input { path: path.into(), msg: msg.into() }
+    }
+    pub fn tensor(path: impl Into<PathBuf>, tensor: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Tensor { path: path.into(), tensor: tensor.into(), msg: msg.into() }
+    }
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+}
