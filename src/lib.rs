@@ -1,6 +1,10 @@
 //! tfconv: original TensorFlow-era checkpoints to Hugging Face folders, verified against TensorFlow.
 
 pub mod error;
+pub mod roles;
+pub mod sink;
 pub mod source;
+pub mod tf_io;
+pub mod tf_runtime;
 
 pub use error::{Error, Result};
