@@ -1,7 +1,7 @@
 //! tfconv: original TensorFlow-era checkpoints to Hugging Face folders, verified against TensorFlow.
 
 pub mod error;
-pub mod roles;
+pub use tfconv_models::roles;
 pub mod sink;
 pub mod source;
 pub mod tf_io;

@@ -1,1 +1,9 @@
-//! Per-architecture modules.
+//! Everything tfconv knows about each architecture, one module per architecture, plus the
+//! shared vocabulary they are written in (plans, probes, outputs, variable roles).
+
+pub mod bert;
+pub mod candle_util;
+pub mod plan;
+pub mod probe;
+pub mod roles;
+pub mod tf_graph;
