@@ -9,6 +9,39 @@ use crate::error::Result;
 mod dtype;
 pub use dtype::DType;
 
+pub mod bundle;
+pub mod ordered_code;
+pub mod proto;
+pub mod resolve;
+pub mod slices;
+pub mod sstable;
+pub mod testing;
+pub mod tf_v1;
+
+pub use bundle::Bundle;
+pub use resolve::{resolve, Resolved};
+pub use tf_v1::V1Checkpoint;
+
+/// Resolves a user-given path (prefix, `.index`/`.data-*`/`.meta` file, directory with a
+/// `checkpoint` state file or a single checkpoint, V1 file) and opens the checkpoint.
+pub fn open(path: &Path) -> Result<Box<dyn Checkpoint>> {
+    Ok(match resolve(path)? {
+        Resolved::BundleV2 { prefix } => Box::new(Bundle::open(&prefix)?),
+        Resolved::TensorSliceV1 { file } => Box::new(V1Checkpoint::open(&file)?),
+    })
+}
+
+/// A tensor present in a checkpoint that the reader cannot represent (e.g. complex or quantized
+/// dtype). It is not listed in [`Checkpoint::tensors`]; reading it returns an error with `reason`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsupportedTensor {
+    pub name: String,
+    /// TF `DataType` number, if the entry could be decoded that far.
+    pub tf_dtype: Option<i32>,
+    /// Why it cannot be read, e.g. "dtype DT_COMPLEX64 (DataType 8) is not supported".
+    pub reason: String,
+}
+
 /// Name, dtype and shape of one tensor in a checkpoint (shape is row-major, outermost first).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TensorInfo {
@@ -40,6 +73,11 @@ pub trait Checkpoint: Send + Sync {
     fn read(&self, name: &str) -> Result<Cow<'_, [u8]>>;
     /// Elements of a string tensor.
     fn read_strings(&self, name: &str) -> Result<Vec<Vec<u8>>>;
+
+    /// Tensors that exist in the file but cannot be read by this reader (not in `tensors()`).
+    fn unsupported(&self) -> &[UnsupportedTensor] {
+        &[]
+    }
 
     fn info(&self, name: &str) -> Option<&TensorInfo> {
         let all = self.tensors();

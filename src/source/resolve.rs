@@ -1,0 +1,523 @@
+//! Turns what the user typed into a checkpoint location (docs/checkpoint-formats.md §3):
+//! a V2 bundle prefix, or a V1 checkpoint file.
+//!
+//! Accepted: the prefix itself; any of `<prefix>.index`, `<prefix>.data-SSSSS-of-NNNNN`,
+//! `<prefix>.meta`; a V1 file; a directory with a `checkpoint` state file (text proto; relative
+//! paths are joined to the directory, an absolute path that does not exist is retried as its
+//! base name inside the directory); the `checkpoint` file itself; a directory holding exactly
+//! one checkpoint. Failures are [`Error::Resolve`] and say what was looked for and what was found.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::source::bundle::with_suffix;
+use crate::source::sstable::{FOOTER_LEN, MAGIC};
+use crate::source::tf_v1::parse_shard_suffix;
+
+/// Name of TF's checkpoint state file.
+pub const STATE_FILE: &str = "checkpoint";
+/// Largest `checkpoint` state file we read.
+const MAX_STATE_FILE: u64 = 1 << 20;
+/// Directory entries examined when scanning for checkpoints.
+const MAX_DIR_ENTRIES: usize = 100_000;
+
+/// Where a checkpoint is and which format it has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolved {
+    /// V2 tensor bundle: `<prefix>.index` + `<prefix>.data-*`.
+    BundleV2 { prefix: PathBuf },
+    /// V1 tensor-slice checkpoint file (the first shard if sharded).
+    TensorSliceV1 { file: PathBuf },
+}
+
+impl Resolved {
+    /// The prefix (V2) or file (V1).
+    pub fn path(&self) -> &Path {
+        match self {
+            Resolved::BundleV2 { prefix } => prefix,
+            Resolved::TensorSliceV1 { file } => file,
+        }
+    }
+
+    /// Same names as [`crate::source::Checkpoint::format`].
+    pub fn format(&self) -> &'static str {
+        match self {
+            Resolved::BundleV2 { .. } => "tf-bundle-v2",
+            Resolved::TensorSliceV1 { .. } => "tf-checkpoint-v1",
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Resolved::BundleV2 { prefix } => format!("{} (V2 bundle prefix)", prefix.display()),
+            Resolved::TensorSliceV1 { file } => format!("{} (V1 checkpoint file)", file.display()),
+        }
+    }
+}
+
+fn err(msg: String) -> Error {
+    Error::Resolve(msg)
+}
+
+/// Whether `path` is a file ending with the SSTable magic (a V1 checkpoint or an index).
+pub fn has_sstable_magic(path: &Path) -> bool {
+    let Ok(mut f) = File::open(path) else { return false };
+    let Ok(len) = f.metadata().map(|m| m.len()) else { return false };
+    if len < FOOTER_LEN as u64 || f.seek(SeekFrom::End(-8)).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 8];
+    f.read_exact(&mut buf).is_ok() && buf == MAGIC.to_le_bytes()
+}
+
+fn file_name(path: &Path) -> &str {
+    path.file_name().and_then(|n| n.to_str()).unwrap_or("")
+}
+
+/// `<prefix>` if `name` ends with `.data-SSSSS-of-NNNNN`.
+fn strip_data_suffix(name: &str) -> Option<&str> {
+    let i = name.rfind(".data-")?;
+    let (a, b) = name[i + 6..].split_once("-of-")?;
+    let digits = |p: &str| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit());
+    (digits(a) && digits(b)).then_some(&name[..i])
+}
+
+fn is_bookkeeping_name(name: &str) -> bool {
+    name.ends_with(".index") || name.ends_with(".meta") || strip_data_suffix(name).is_some() || name == STATE_FILE
+}
+
+/// Resolves a user-given path to a checkpoint.
+pub fn resolve(path: &Path) -> Result<Resolved> {
+    // (a) a V2 prefix
+    if with_suffix(path, ".index").is_file() {
+        return Ok(Resolved::BundleV2 { prefix: path.to_path_buf() });
+    }
+    if path.is_dir() {
+        return resolve_dir(path);
+    }
+    let name = file_name(path);
+    if path.is_file() {
+        // (c) one of the bundle's own files
+        if let Some(prefix) = name.strip_suffix(".index") {
+            return Ok(Resolved::BundleV2 { prefix: path.with_file_name(prefix) });
+        }
+        if let Some(prefix) = strip_data_suffix(name) {
+            let prefix = path.with_file_name(prefix);
+            let index = with_suffix(&prefix, ".index");
+            if index.is_file() {
+                return Ok(Resolved::BundleV2 { prefix });
+            }
+            return Err(err(format!(
+                "{} is a checkpoint data file, but its index {} is missing; the .index file is needed to read it",
+                path.display(),
+                index.display()
+            )));
+        }
+        if let Some(prefix) = name.strip_suffix(".meta") {
+            let prefix = path.with_file_name(prefix);
+            if with_suffix(&prefix, ".index").is_file() {
+                return Ok(Resolved::BundleV2 { prefix });
+            }
+            if has_sstable_magic(&prefix) {
+                return Ok(Resolved::TensorSliceV1 { file: prefix });
+            }
+            return Err(err(format!(
+                "{} is a graph (.meta) file, but neither {}.index (V2) nor {} (V1) exists next to it",
+                path.display(),
+                prefix.display(),
+                prefix.display()
+            )));
+        }
+        // (b) a V1 file
+        if has_sstable_magic(path) {
+            return Ok(Resolved::TensorSliceV1 { file: path.to_path_buf() });
+        }
+        if name == STATE_FILE {
+            let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            return resolve_dir(dir);
+        }
+        return Err(err(format!(
+            "{} is not a TensorFlow checkpoint: it is not a .index/.data/.meta file of a V2 checkpoint, there is no {}.index, \
+             and it has no SSTable magic (so it is not a V1 checkpoint)",
+            path.display(),
+            path.display()
+        )));
+    }
+    // Nothing at `path`: a sharded V1 pattern, or a typo.
+    if let Some(r) = v1_pattern(path) {
+        return Ok(r);
+    }
+    let mut msg = format!(
+        "no checkpoint at {}: neither {}.index (V2 checkpoint) nor {} (V1 checkpoint or directory) exists",
+        path.display(),
+        path.display(),
+        path.display()
+    );
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        let similar: Vec<String> = list_dir(dir)
+            .into_iter()
+            .filter(|n| !name.is_empty() && (n.starts_with(name) || name.starts_with(n.as_str())))
+            .take(10)
+            .collect();
+        if !similar.is_empty() {
+            msg.push_str(&format!("; similar names in {}: {}", dir.display(), similar.join(", ")));
+        } else if !dir.is_dir() {
+            msg.push_str(&format!("; the directory {} does not exist", dir.display()));
+        }
+    }
+    Err(err(msg))
+}
+
+/// `prefix-?????-of-NNNNN` as written in `checkpoint` files by TF's sharded V1 saver.
+fn v1_pattern(path: &Path) -> Option<Resolved> {
+    let name = file_name(path);
+    if !name.contains("-?????-of-") {
+        return None;
+    }
+    let first = path.with_file_name(name.replacen("-?????-of-", "-00000-of-", 1));
+    let n = file_name(&first);
+    (parse_shard_suffix(n).is_some() && has_sstable_magic(&first)).then_some(Resolved::TensorSliceV1 { file: first })
+}
+
+/// A candidate checkpoint path (from a `checkpoint` file): V2 prefix or V1 file.
+fn try_candidate(c: &Path) -> Option<Resolved> {
+    if with_suffix(c, ".index").is_file() {
+        return Some(Resolved::BundleV2 { prefix: c.to_path_buf() });
+    }
+    if c.is_file() && has_sstable_magic(c) {
+        return Some(Resolved::TensorSliceV1 { file: c.to_path_buf() });
+    }
+    v1_pattern(c)
+}
+
+fn resolve_dir(dir: &Path) -> Result<Resolved> {
+    let state = dir.join(STATE_FILE);
+    if state.is_file() {
+        let size = state.metadata().map(|m| m.len()).unwrap_or(0);
+        if size > MAX_STATE_FILE {
+            return Err(err(format!("{} is {size} bytes, too large for a checkpoint state file", state.display())));
+        }
+        let bytes = std::fs::read(&state).map_err(|e| Error::io(&state, e))?;
+        let fields = parse_text_proto(&bytes)
+            .map_err(|m| err(format!("cannot parse the checkpoint state file {}: {m}", state.display())))?;
+        let pick = |k: &str| fields.iter().rev().find(|(key, v)| key == k && !v.is_empty()).map(|(_, v)| v.clone());
+        let Some(target) = pick("model_checkpoint_path").or_else(|| pick("all_model_checkpoint_paths")) else {
+            return Err(err(format!(
+                "the checkpoint state file {} names no checkpoint (model_checkpoint_path is missing or empty){}",
+                state.display(),
+                found_suffix(dir)
+            )));
+        };
+        let target = bytes_to_path(&target);
+        let joined = if target.is_absolute() { target.clone() } else { dir.join(&target) };
+        if let Some(r) = try_candidate(&joined) {
+            return Ok(r);
+        }
+        let mut tried = vec![joined.display().to_string()];
+        if let Some(base) = target.file_name() {
+            let alt = dir.join(base);
+            if alt != joined {
+                if let Some(r) = try_candidate(&alt) {
+                    return Ok(r);
+                }
+                tried.push(alt.display().to_string());
+            }
+        }
+        return Err(err(format!(
+            "the checkpoint state file {} points to {}, which is not a checkpoint (looked for {}){}; \
+             pass the checkpoint prefix explicitly",
+            state.display(),
+            target.display(),
+            tried.iter().map(|t| format!("{t}.index and {t}")).collect::<Vec<_>>().join(", then "),
+            found_suffix(dir)
+        )));
+    }
+    let found = scan_dir(dir);
+    match found.len() {
+        1 => Ok(found.into_iter().next().unwrap_or_else(|| unreachable!())),
+        0 => {
+            let names = list_dir(dir);
+            let shown: Vec<&str> = names.iter().take(20).map(String::as_str).collect();
+            let more = if names.len() > 20 { format!(", … ({} entries)", names.len()) } else { String::new() };
+            Err(err(format!(
+                "no TensorFlow checkpoint in directory {}: no `checkpoint` state file, no *.index file and no V1 \
+                 checkpoint file; it contains: {}{more}",
+                dir.display(),
+                if shown.is_empty() { "nothing".to_string() } else { shown.join(", ") }
+            )))
+        }
+        n => Err(err(format!(
+            "directory {} has no `checkpoint` state file and holds {n} checkpoints: {}; pass one prefix explicitly",
+            dir.display(),
+            found.iter().take(20).map(Resolved::describe).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
+fn found_suffix(dir: &Path) -> String {
+    let found = scan_dir(dir);
+    if found.is_empty() {
+        format!("; no checkpoints found in {}", dir.display())
+    } else {
+        format!(
+            "; checkpoints found in {}: {}",
+            dir.display(),
+            found.iter().take(20).map(Resolved::describe).collect::<Vec<_>>().join(", ")
+        )
+    }
+}
+
+/// Sorted names of a directory's entries (bounded).
+fn list_dir(dir: &Path) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut names: Vec<String> =
+        rd.take(MAX_DIR_ENTRIES).filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
+
+/// Checkpoints directly inside `dir`: one per `*.index`, one per V1 file (one per sharded V1 set).
+pub fn scan_dir(dir: &Path) -> Vec<Resolved> {
+    let mut out = Vec::new();
+    for name in list_dir(dir) {
+        let p = dir.join(&name);
+        if let Some(prefix) = name.strip_suffix(".index") {
+            if p.is_file() {
+                out.push(Resolved::BundleV2 { prefix: dir.join(prefix) });
+            }
+            continue;
+        }
+        if is_bookkeeping_name(&name) || name.starts_with('.') || !p.is_file() {
+            continue;
+        }
+        if let Some((_, i, _)) = parse_shard_suffix(&name) {
+            if i != 0 {
+                continue;
+            }
+        }
+        if has_sstable_magic(&p) {
+            out.push(Resolved::TensorSliceV1 { file: p });
+        }
+    }
+    out
+}
+
+#[cfg(unix)]
+fn bytes_to_path(b: &[u8]) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    PathBuf::from(std::ffi::OsStr::from_bytes(b))
+}
+
+#[cfg(not(unix))]
+fn bytes_to_path(b: &[u8]) -> PathBuf {
+    PathBuf::from(String::from_utf8_lossy(b).into_owned())
+}
+
+/// Minimal protobuf text-format reader for `key: "string"` lines (C escapes). Numeric fields are
+/// skipped. Returns (key, unescaped value) in file order.
+pub fn parse_text_proto(text: &[u8]) -> std::result::Result<Vec<(String, Vec<u8>)>, String> {
+    let mut out = Vec::new();
+    for (ln, line) in text.split(|&b| b == b'\n').enumerate() {
+        let line = line.trim_ascii();
+        if line.is_empty() || line[0] == b'#' {
+            continue;
+        }
+        let colon = line.iter().position(|&b| b == b':').ok_or_else(|| format!("line {}: expected `key: value`", ln + 1))?;
+        let key = std::str::from_utf8(line[..colon].trim_ascii())
+            .map_err(|_| format!("line {}: key is not UTF-8", ln + 1))?
+            .to_string();
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(format!("line {}: bad field name '{key}'", ln + 1));
+        }
+        let value = line[colon + 1..].trim_ascii();
+        match value.first() {
+            Some(&q @ (b'"' | b'\'')) => {
+                let s = unescape(&value[1..], q).map_err(|m| format!("line {}: {m}", ln + 1))?;
+                out.push((key, s));
+            }
+            // Numbers (timestamps) and anything else unquoted: not needed.
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Unescapes a quoted string body up to the closing quote `q`.
+fn unescape(s: &[u8], q: u8) -> std::result::Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        let c = s[i];
+        if c == q {
+            return Ok(out);
+        }
+        if c != b'\\' {
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        let e = *s.get(i + 1).ok_or("unterminated escape")?;
+        i += 2;
+        match e {
+            b'n' => out.push(b'\n'),
+            b't' => out.push(b'\t'),
+            b'r' => out.push(b'\r'),
+            b'a' => out.push(7),
+            b'b' => out.push(8),
+            b'f' => out.push(12),
+            b'v' => out.push(11),
+            b'\\' | b'\'' | b'"' | b'?' => out.push(e),
+            b'0'..=b'7' => {
+                let mut v = u32::from(e - b'0');
+                let mut k = 0;
+                while k < 2 && i < s.len() && (b'0'..=b'7').contains(&s[i]) {
+                    v = v * 8 + u32::from(s[i] - b'0');
+                    i += 1;
+                    k += 1;
+                }
+                out.push(v as u8);
+            }
+            b'x' | b'X' => {
+                let mut v = 0u32;
+                let mut k = 0;
+                while k < 2 && i < s.len() && s[i].is_ascii_hexdigit() {
+                    v = v * 16 + (s[i] as char).to_digit(16).unwrap_or(0);
+                    i += 1;
+                    k += 1;
+                }
+                if k == 0 {
+                    return Err("\\x without hex digits".into());
+                }
+                out.push(v as u8);
+            }
+            other => return Err(format!("unknown escape \\{}", other as char)),
+        }
+    }
+    Err("unterminated string".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::testing::{BundleBuilder, V1Builder};
+
+    fn bundle(prefix: &Path) {
+        let mut b = BundleBuilder::new(1);
+        b.add_f32("w", &[1], &[1.0]);
+        b.write(prefix).unwrap();
+        std::fs::write(with_suffix(prefix, ".meta"), b"graph").unwrap();
+    }
+
+    fn v2(p: &Path) -> Resolved {
+        Resolved::BundleV2 { prefix: p.to_path_buf() }
+    }
+
+    fn rerr(p: &Path) -> String {
+        match resolve(p) {
+            Err(Error::Resolve(m)) => m,
+            other => panic!("expected a Resolve error for {}, got {other:?}", p.display()),
+        }
+    }
+
+    #[test]
+    fn prefix_and_bundle_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = dir.path().join("model.ckpt-1000");
+        bundle(&prefix);
+        assert_eq!(resolve(&prefix).unwrap(), v2(&prefix));
+        for suffix in [".index", ".data-00000-of-00001", ".meta"] {
+            assert_eq!(resolve(&with_suffix(&prefix, suffix)).unwrap(), v2(&prefix), "{suffix}");
+        }
+        // Single checkpoint in a directory without a state file.
+        assert_eq!(resolve(dir.path()).unwrap(), v2(&prefix));
+        // Data file without its index.
+        std::fs::remove_file(with_suffix(&prefix, ".index")).unwrap();
+        let e = rerr(&with_suffix(&prefix, ".data-00000-of-00001"));
+        assert!(e.contains("model.ckpt-1000.index") && e.contains("missing"), "{e}");
+        let e = rerr(&with_suffix(&prefix, ".meta"));
+        assert!(e.contains(".meta") && e.contains("neither"), "{e}");
+        let e = rerr(&prefix);
+        assert!(e.contains("no checkpoint at") && e.contains("similar names") && e.contains("model.ckpt-1000.meta"), "{e}");
+        let e = rerr(dir.path());
+        assert!(e.contains("no TensorFlow checkpoint in directory") && e.contains("model.ckpt-1000.meta"), "{e}");
+    }
+
+    #[test]
+    fn state_file_relative_absolute_and_fallback() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("model.ckpt-1");
+        let b = dir.path().join("model.ckpt-2");
+        bundle(&a);
+        bundle(&b);
+        // Two checkpoints, no state file: ambiguous, both listed.
+        let e = rerr(dir.path());
+        assert!(e.contains("2 checkpoints") && e.contains("model.ckpt-1 (V2") && e.contains("model.ckpt-2 (V2"), "{e}");
+        let state = dir.path().join("checkpoint");
+        std::fs::write(&state, "model_checkpoint_path: \"model.ckpt-2\"\nall_model_checkpoint_paths: \"model.ckpt-1\"\nall_model_checkpoint_paths: \"model.ckpt-2\"\nall_model_checkpoint_timestamps: 1.5\n").unwrap();
+        assert_eq!(resolve(dir.path()).unwrap(), v2(&b));
+        // Passing the state file itself works too.
+        assert_eq!(resolve(&state).unwrap(), v2(&b));
+        // Absolute path that exists.
+        std::fs::write(&state, format!("model_checkpoint_path: \"{}\"\n", a.display())).unwrap();
+        assert_eq!(resolve(dir.path()).unwrap(), v2(&a));
+        // Absolute path from the author's machine: falls back to the base name.
+        std::fs::write(&state, "model_checkpoint_path: \"/home/someone/runs/bert/model.ckpt-1\"\n").unwrap();
+        assert_eq!(resolve(dir.path()).unwrap(), v2(&a));
+        // Escapes.
+        std::fs::write(&state, "model_checkpoint_path: \"model\\056ckpt-2\"\n").unwrap();
+        assert_eq!(resolve(dir.path()).unwrap(), v2(&b));
+        // Points nowhere: error lists what was tried and what exists.
+        std::fs::write(&state, "model_checkpoint_path: \"/gone/model.ckpt-9\"\n").unwrap();
+        let e = rerr(dir.path());
+        assert!(e.contains("/gone/model.ckpt-9") && e.contains("model.ckpt-9.index") && e.contains("model.ckpt-1 (V2"), "{e}");
+        std::fs::write(&state, "model_checkpoint_path: \"\"\n").unwrap();
+        let e = rerr(dir.path());
+        assert!(e.contains("names no checkpoint"), "{e}");
+        std::fs::write(&state, "this is not a text proto\n").unwrap();
+        let e = rerr(dir.path());
+        assert!(e.contains("cannot parse") && e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn v1_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = V1Builder::new();
+        b.add_f32("w", &[1], &[1.0]);
+        let f = dir.path().join("model.ckpt");
+        std::fs::write(&f, b.bytes()).unwrap();
+        std::fs::write(dir.path().join("model.ckpt.meta"), b"graph").unwrap();
+        let want = Resolved::TensorSliceV1 { file: f.clone() };
+        assert_eq!(resolve(&f).unwrap(), want);
+        assert_eq!(resolve(&dir.path().join("model.ckpt.meta")).unwrap(), want);
+        assert_eq!(resolve(dir.path()).unwrap(), want);
+        std::fs::write(dir.path().join("checkpoint"), "model_checkpoint_path: \"model.ckpt\"\n").unwrap();
+        assert_eq!(resolve(dir.path()).unwrap(), want);
+        // Sharded V1 as named by TF's saver in the state file.
+        std::fs::write(dir.path().join("s.ckpt-00000-of-00001"), b.bytes()).unwrap();
+        std::fs::write(dir.path().join("checkpoint"), "model_checkpoint_path: \"s.ckpt-?????-of-00001\"\n").unwrap();
+        assert_eq!(
+            resolve(dir.path()).unwrap(),
+            Resolved::TensorSliceV1 { file: dir.path().join("s.ckpt-00000-of-00001") }
+        );
+        // A random file is not a checkpoint.
+        let junk = dir.path().join("vocab.txt");
+        std::fs::write(&junk, "hello").unwrap();
+        let e = rerr(&junk);
+        assert!(e.contains("vocab.txt") && e.contains("not a TensorFlow checkpoint"), "{e}");
+    }
+
+    #[test]
+    fn text_proto_parser() {
+        let t = parse_text_proto(b"# comment\nmodel_checkpoint_path: \"a\\\"b\\\\c\\x41\\101\\n\"\n  k2 : 'x'\nnum: 3\n").unwrap();
+        assert_eq!(t, [("model_checkpoint_path".to_string(), b"a\"b\\cAA\n".to_vec()), ("k2".to_string(), b"x".to_vec())]);
+        assert!(parse_text_proto(b"k: \"unterminated\n").is_err());
+        assert!(parse_text_proto(b"k: \"bad \\q\"\n").is_err());
+        assert!(parse_text_proto(b"no colon here\n").is_err());
+        assert_eq!(strip_data_suffix("m.ckpt.data-00001-of-00016"), Some("m.ckpt"));
+        assert_eq!(strip_data_suffix("m.ckpt.data-x-of-00016"), None);
+        assert_eq!(strip_data_suffix("m.data"), None);
+    }
+}
