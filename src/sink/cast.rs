@@ -144,25 +144,25 @@ mod tests {
             -0.0,
             one,
             -2.5,
-            65504.0,                // f16 max
-            65519.0,                // below the tie with 65536 → max
-            65520.0,                // tie between max and 2^16: even is 2^16 → inf
+            65504.0, // f16 max
+            65519.0, // below the tie with 65536 → max
+            65520.0, // tie between max and 2^16: even is 2^16 → inf
             f32::INFINITY,
             f32::NEG_INFINITY,
-            one + ulp / 2.0,        // tie → 1.0 (even)
-            one + 3.0 * ulp / 2.0,  // tie → 1 + 2ulp (even)
+            one + ulp / 2.0,                  // tie → 1.0 (even)
+            one + 3.0 * ulp / 2.0,            // tie → 1 + 2ulp (even)
             one + ulp / 2.0 + 2f32.powi(-20), // just above the tie → 1 + ulp
-            2f32.powi(-24),         // smallest subnormal
-            2f32.powi(-25),         // tie between 0 and smallest subnormal → 0
-            3.0 * 2f32.powi(-25),   // tie → 2 * smallest subnormal
-            2f32.powi(-14),         // smallest normal
+            2f32.powi(-24),                   // smallest subnormal
+            2f32.powi(-25),                   // tie between 0 and smallest subnormal → 0
+            3.0 * 2f32.powi(-25),             // tie → 2 * smallest subnormal
+            2f32.powi(-14),                   // smallest normal
         ];
         let out = conv(f32s(&input), DType::F32, DType::F16);
         assert_eq!(
             u16s(&out),
             vec![
-                0x0000, 0x8000, 0x3C00, 0xC100, 0x7BFF, 0x7BFF, 0x7C00, 0x7C00, 0xFC00, 0x3C00, 0x3C02, 0x3C01,
-                0x0001, 0x0000, 0x0002, 0x0400
+                0x0000, 0x8000, 0x3C00, 0xC100, 0x7BFF, 0x7BFF, 0x7C00, 0x7C00, 0xFC00, 0x3C00, 0x3C02, 0x3C01, 0x0001,
+                0x0000, 0x0002, 0x0400
             ]
         );
         let nan = conv(f32s(&[f32::NAN, -f32::NAN]), DType::F32, DType::F16);
@@ -179,15 +179,15 @@ mod tests {
         let input = [
             1.0f32,
             -1.0,
-            3.140625,             // exactly representable (0x4049)
-            std::f32::consts::PI, // 0x40490FDB → 0x4049
-            1.0 + ulp / 2.0,      // tie → 1.0
-            1.0 + 3.0 * ulp / 2.0, // tie → 1 + 2ulp
+            3.140625,                         // exactly representable (0x4049)
+            std::f32::consts::PI,             // 0x40490FDB → 0x4049
+            1.0 + ulp / 2.0,                  // tie → 1.0
+            1.0 + 3.0 * ulp / 2.0,            // tie → 1 + 2ulp
             1.0 + ulp / 2.0 + 2f32.powi(-20), // above tie → 1 + ulp
-            f32::MAX,             // rounds up to inf
+            f32::MAX,                         // rounds up to inf
             f32::INFINITY,
             -0.0,
-            f32::from_bits(1),    // smallest f32 subnormal → 0
+            f32::from_bits(1), // smallest f32 subnormal → 0
         ];
         let out = conv(f32s(&input), DType::F32, DType::BF16);
         assert_eq!(
@@ -212,7 +212,11 @@ mod tests {
                 let w = cast(&bytes, dt, wide).unwrap();
                 let back = cast(&w, wide, dt).unwrap();
                 for (a, b) in all.iter().zip(u16s(&back)) {
-                    let is_nan = if dt == DType::F16 { a & 0x7C00 == 0x7C00 && a & 0x3FF != 0 } else { a & 0x7F80 == 0x7F80 && a & 0x7F != 0 };
+                    let is_nan = if dt == DType::F16 {
+                        a & 0x7C00 == 0x7C00 && a & 0x3FF != 0
+                    } else {
+                        a & 0x7F80 == 0x7F80 && a & 0x7F != 0
+                    };
                     if is_nan {
                         assert_eq!(b & 0x8000, a & 0x8000);
                         assert_ne!(b & !0x8000 & if dt == DType::F16 { 0x3FF } else { 0x7F }, 0);
@@ -240,7 +244,8 @@ mod tests {
         assert_eq!(&b[..4], &[0x3F81, 0x3F80, 0x7F80, 0xFF80]);
         assert!(b[4] & 0x7F80 == 0x7F80 && b[4] & 0x7F != 0);
         assert_eq!(b[5], half::bf16::from_f32(0.1f32).to_bits()); // no tie involved: agrees with f32 path
-        let h = conv(f64s(&[above_f16_tie, 1e-30, -1e-30, 65519.99, 65520.0, f64::NEG_INFINITY]), DType::F64, DType::F16);
+        let h =
+            conv(f64s(&[above_f16_tie, 1e-30, -1e-30, 65519.99, 65520.0, f64::NEG_INFINITY]), DType::F64, DType::F16);
         assert_eq!(u16s(&h), vec![0x3C01, 0x0000, 0x8000, 0x7BFF, 0x7C00, 0xFC00]);
         let f = conv(f64s(&[0.1, 1e300, f64::MIN_POSITIVE]), DType::F64, DType::F32);
         assert_eq!(as_f32(&f), vec![0.1f32, f32::INFINITY, 0.0]);

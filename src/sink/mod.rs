@@ -4,8 +4,8 @@
 //! Writing is streaming: the caller declares every output tensor (name, dtype, shape) up front,
 //! in state-dict order, then hands over each tensor's little-endian bytes in that order with
 //! [`TensorSink::write_tensor`]. Headers are computed from the declarations and written first;
-//! tensor data is appended as it arrives and never held beyond the call, so memory use is bounded
-//! by the largest tensor, not by the model.
+//! each tensor's data goes straight to its place in the file as it arrives and is never held
+//! beyond the call, so memory use is bounded by the largest tensor, not by the model.
 //!
 //! ```no_run
 //! # use tfconv::sink::*; use tfconv::source::DType;

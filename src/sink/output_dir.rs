@@ -81,11 +81,19 @@ impl OutputDir {
             old_name.push(format!(".old-{}", std::process::id()));
             let old = self.tmp.with_file_name(old_name);
             fs::rename(&target, &old).map_err(|e| {
-                Error::Output(format!("{}: cannot move the existing output aside to {}: {e}", target.display(), old.display()))
+                Error::Output(format!(
+                    "{}: cannot move the existing output aside to {}: {e}",
+                    target.display(),
+                    old.display()
+                ))
             })?;
             if let Err(e) = fs::rename(&self.tmp, &target) {
                 let _ = fs::rename(&old, &target);
-                return Err(Error::Output(format!("{}: cannot move {} into place: {e}", target.display(), self.tmp.display())));
+                return Err(Error::Output(format!(
+                    "{}: cannot move {} into place: {e}",
+                    target.display(),
+                    self.tmp.display()
+                )));
             }
             self.committed = true;
             let removed = if fs::symlink_metadata(&old).map(|m| m.is_dir()).unwrap_or(false) {
@@ -101,8 +109,9 @@ impl OutputDir {
                 ))
             })?;
         } else {
-            fs::rename(&self.tmp, &target)
-                .map_err(|e| Error::Output(format!("{}: cannot move {} into place: {e}", target.display(), self.tmp.display())))?;
+            fs::rename(&self.tmp, &target).map_err(|e| {
+                Error::Output(format!("{}: cannot move {} into place: {e}", target.display(), self.tmp.display()))
+            })?;
             self.committed = true;
         }
         if let Some(parent) = self.tmp.parent() {

@@ -1,20 +1,28 @@
 //! One safetensors file, written as a stream.
 //!
 //! The header is written by hand rather than with `safetensors::serialize_to_file`: that function
-//! needs every tensor's data available at once (it walks views it is given) and orders the data by
-//! dtype alignment and name, while we receive tensors one at a time in state-dict order and must
-//! not hold the model in memory. The header only needs names, dtypes and shapes, so it is computed
-//! up front and the data appended as it arrives. The finished file is then checked with the
+//! needs every tensor's data available at once (it walks the views it is given), while we receive
+//! tensors one at a time and must not hold the model in memory. The header only needs names,
+//! dtypes and shapes, so it is computed up front and each tensor's data written at its offset as
+//! it arrives.
+//!
+//! The layout is the reference writer's: data ordered by descending dtype alignment, then name,
+//! so that every tensor starts at a multiple of its element size (the header is padded to 8
+//! bytes); `__metadata__` first in the header, then the tensors in data order. Our files are
+//! byte-identical to `safetensors::serialize` with `{"format": "pt"}`. Since tensors arrive in
+//! state-dict order, writing seeks to each tensor's offset. The finished file is checked with the
 //! `safetensors` crate's own reader (header and offsets only; the data is mapped, not read).
 
+use std::cmp::Reverse;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value};
 
 use super::{ShardFile, TensorSpec};
 use crate::error::{Error, Result};
+use crate::source::DType;
 
 /// safetensors' reader refuses headers larger than this (`MAX_HEADER_SIZE`).
 const MAX_HEADER_SIZE: usize = 100_000_000;
@@ -33,14 +41,52 @@ pub(super) fn check_spec(spec: &TensorSpec) -> Result<()> {
     spec.nbytes().map(|_| ())
 }
 
-/// The full header block: u64le length, then the JSON padded with spaces so that the data
-/// starts at a multiple of 8. Also returns the data length.
-pub(super) fn header_bytes(specs: &[&TensorSpec]) -> Result<(Vec<u8>, u64)> {
-    let mut header = Map::new();
-    header.insert("__metadata__".into(), json!({ "format": "pt" }));
-    let mut offset = 0u64;
+/// The reference crate's dtype, whose order is by increasing alignment.
+fn st_dtype(dtype: DType) -> Option<safetensors::Dtype> {
+    use safetensors::Dtype as S;
+    Some(match dtype {
+        DType::Bool => S::BOOL,
+        DType::U8 => S::U8,
+        DType::I8 => S::I8,
+        DType::I16 => S::I16,
+        DType::U16 => S::U16,
+        DType::F16 => S::F16,
+        DType::BF16 => S::BF16,
+        DType::I32 => S::I32,
+        DType::U32 => S::U32,
+        DType::F32 => S::F32,
+        DType::F64 => S::F64,
+        DType::I64 => S::I64,
+        DType::U64 => S::U64,
+        DType::String => return None,
+    })
+}
+
+/// The header block and data layout of one file.
+pub(super) struct Layout {
+    /// u64le length, then the JSON padded with spaces so that the data starts at a multiple of 8.
+    pub header: Vec<u8>,
+    /// Per tensor, in the order given: offset of its data from the start of the data buffer.
+    pub offsets: Vec<u64>,
+    pub data_len: u64,
+}
+
+pub(super) fn layout(specs: &[&TensorSpec]) -> Result<Layout> {
+    let mut order: Vec<usize> = (0..specs.len()).collect();
     for spec in specs {
         check_spec(spec)?;
+    }
+    order.sort_by(|&a, &b| {
+        let key = |i: usize| (Reverse(st_dtype(specs[i].dtype)), specs[i].name.as_str());
+        key(a).cmp(&key(b))
+    });
+
+    let mut header = Map::new();
+    header.insert("__metadata__".into(), json!({ "format": "pt" }));
+    let mut offsets = vec![0u64; specs.len()];
+    let mut offset = 0u64;
+    for i in order {
+        let spec = specs[i];
         let end = offset + spec.nbytes()?;
         header.insert(
             spec.name.clone(),
@@ -50,6 +96,7 @@ pub(super) fn header_bytes(specs: &[&TensorSpec]) -> Result<(Vec<u8>, u64)> {
                 "data_offsets": [offset, end],
             }),
         );
+        offsets[i] = offset;
         offset = end;
     }
     let mut json = serde_json::to_vec(&Value::Object(header)).expect("JSON of strings and numbers serializes");
@@ -64,19 +111,23 @@ pub(super) fn header_bytes(specs: &[&TensorSpec]) -> Result<(Vec<u8>, u64)> {
     let mut out = Vec::with_capacity(8 + json.len());
     out.extend_from_slice(&(json.len() as u64).to_le_bytes());
     out.extend_from_slice(&json);
-    Ok((out, offset))
+    Ok(Layout { header: out, offsets, data_len: offset })
 }
 
 pub(super) struct SafetensorsFile {
     path: PathBuf,
     out: BufWriter<File>,
+    /// Absolute file offset of each tensor's data, in arrival order.
+    starts: Vec<u64>,
+    next: usize,
+    /// Where the next write lands without seeking.
+    pos: u64,
     expected_len: u64,
-    tensors: usize,
 }
 
 impl SafetensorsFile {
     pub(super) fn create(path: &Path, specs: &[&TensorSpec]) -> Result<Self> {
-        let (header, data_len) = header_bytes(specs)?;
+        let Layout { header, offsets, data_len } = layout(specs)?;
         // Readable too: `finish` maps the file to check it.
         let file = File::options()
             .read(true)
@@ -87,18 +138,28 @@ impl SafetensorsFile {
             .map_err(|e| Error::io(path, e))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         out.write_all(&header).map_err(|e| Error::io(path, e))?;
+        let data_start = header.len() as u64;
         Ok(SafetensorsFile {
             path: path.to_path_buf(),
             out,
-            expected_len: header.len() as u64 + data_len,
-            tensors: specs.len(),
+            starts: offsets.iter().map(|o| data_start + o).collect(),
+            next: 0,
+            pos: data_start,
+            expected_len: data_start + data_len,
         })
     }
 }
 
 impl ShardFile for SafetensorsFile {
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.out.write_all(bytes).map_err(|e| Error::io(&self.path, e))
+        let start = self.starts[self.next];
+        if self.pos != start {
+            self.out.seek(SeekFrom::Start(start)).map_err(|e| Error::io(&self.path, e))?;
+        }
+        self.out.write_all(bytes).map_err(|e| Error::io(&self.path, e))?;
+        self.pos = start + bytes.len() as u64;
+        self.next += 1;
+        Ok(())
     }
 
     fn finish(self: Box<Self>) -> Result<()> {
@@ -113,7 +174,15 @@ impl ShardFile for SafetensorsFile {
                 self.expected_len
             )));
         }
-        validate(&path, &file, self.tensors)
+        if self.next != self.starts.len() {
+            return Err(Error::Output(format!(
+                "{}: {} of {} tensors written",
+                path.display(),
+                self.next,
+                self.starts.len()
+            )));
+        }
+        validate(&path, &file, self.starts.len())
     }
 }
 

@@ -207,7 +207,10 @@ mod tests {
             plan.file_names(Format::Safetensors),
             vec!["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
         );
-        assert_eq!(plan.file_names(Format::PytorchBin), vec!["pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin"]);
+        assert_eq!(
+            plan.file_names(Format::PytorchBin),
+            vec!["pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin"]
+        );
         let expected = r#"{
   "metadata": {
     "total_size": 38
