@@ -38,7 +38,7 @@ pub struct SaveItem<'a> {
     pub tensor: &'a HostTensor,
 }
 
-fn tf_dtype(dtype: DType) -> DataType {
+pub fn tf_dtype(dtype: DType) -> DataType {
     match dtype {
         DType::F32 => DataType::Float,
         DType::F64 => DataType::Double,

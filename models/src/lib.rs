@@ -1,6 +1,7 @@
 //! Everything tfconv knows about each architecture, one module per architecture, plus the
 //! shared vocabulary they are written in (plans, probes, outputs, variable roles).
 
+pub mod arch;
 pub mod bert;
 pub mod candle_util;
 pub mod plan;

@@ -85,6 +85,8 @@ pub struct Plan {
     pub mappings: Vec<Mapping>,
     /// Source variables deliberately not converted, with their role.
     pub skipped: Vec<(String, Role)>,
+    /// Model weights the target class has no place for, with the reason.
+    pub dropped: Vec<(String, String)>,
 }
 
 /// Why a plan could not be made. Every list names all offenders, not just the first.
@@ -105,6 +107,7 @@ pub enum PlanError {
 pub struct PlanBuilder<'a> {
     vars: BTreeMap<&'a str, &'a SourceVar>,
     mappings: Vec<Mapping>,
+    dropped: Vec<(String, String)>,
     missing: Vec<String>,
     shape_errors: Vec<String>,
 }
@@ -114,6 +117,7 @@ impl<'a> PlanBuilder<'a> {
         PlanBuilder {
             vars: vars.iter().map(|v| (v.name.as_str(), v)).collect(),
             mappings: Vec::new(),
+            dropped: Vec::new(),
             missing: Vec::new(),
             shape_errors: Vec::new(),
         }
@@ -155,6 +159,11 @@ impl<'a> PlanBuilder<'a> {
         self.mappings.push(Mapping { target, source, transforms, shape });
     }
 
+    /// Records a weight the target class deliberately has no place for.
+    pub fn drop_unused(&mut self, source: &str, reason: &str) {
+        self.dropped.push((source.to_string(), reason.to_string()));
+    }
+
     /// Finishes: every source variable must be mapped or have a non-weight role.
     pub fn finish(self, role: impl Fn(&str) -> Role) -> Result<Plan, PlanError> {
         if !self.missing.is_empty() {
@@ -163,7 +172,8 @@ impl<'a> PlanBuilder<'a> {
         if !self.shape_errors.is_empty() {
             return Err(PlanError::Shape(self.shape_errors));
         }
-        let used: std::collections::BTreeSet<&str> = self.mappings.iter().map(|m| m.source.as_str()).collect();
+        let used: std::collections::BTreeSet<&str> =
+            self.mappings.iter().map(|m| m.source.as_str()).chain(self.dropped.iter().map(|d| d.0.as_str())).collect();
         let mut unmapped = Vec::new();
         let mut skipped = Vec::new();
         for name in self.vars.keys() {
@@ -178,6 +188,6 @@ impl<'a> PlanBuilder<'a> {
         if !unmapped.is_empty() {
             return Err(PlanError::Unmapped(unmapped));
         }
-        Ok(Plan { mappings: self.mappings, skipped })
+        Ok(Plan { mappings: self.mappings, skipped, dropped: self.dropped })
     }
 }

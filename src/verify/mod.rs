@@ -1,0 +1,294 @@
+//! Verification: the converted folder, loaded by candle under HF's names, against the original
+//! model running in TensorFlow on the original checkpoint. Structure first, then numbers.
+
+pub mod compare;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+use tfconv_models::arch::Architecture;
+use tfconv_models::plan::Plan;
+use tfconv_models::probe::{Outputs, Probes};
+
+pub use compare::{OutputReport, Tolerance};
+
+use crate::error::{Error, Result};
+use crate::source::{Checkpoint, DType};
+
+/// Probe and tolerance choices; `None` means the default.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    pub seed: u64,
+    pub batch: usize,
+    pub seq_len: Option<usize>,
+    pub atol: Option<f64>,
+    pub rtol: Option<f64>,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions { seed: 0, batch: 3, seq_len: None, atol: None, rtol: None }
+    }
+}
+
+/// Everything `verify` found; serialised as the JSON report.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub pass: bool,
+    pub folder: PathBuf,
+    pub checkpoint: PathBuf,
+    pub class: String,
+    pub stored_dtype: String,
+    pub tolerance: Tolerance,
+    pub probes: Probes,
+    pub structural_problems: Vec<String>,
+    pub parameters: u64,
+    pub outputs: Vec<OutputReport>,
+    /// The first output, in forward order, outside tolerance.
+    pub first_divergence: Option<String>,
+    pub tensorflow_version: String,
+    pub seconds_candle: f64,
+    pub seconds_tensorflow: f64,
+}
+
+/// Name, dtype and shape of every tensor in an HF folder's weight files.
+pub fn folder_tensors(files: &[PathBuf]) -> Result<BTreeMap<String, (DType, Vec<usize>)>> {
+    let mut out = BTreeMap::new();
+    for file in files {
+        if file.extension().is_some_and(|e| e == "safetensors") {
+            let bytes = std::fs::read(file).map_err(|e| Error::io(file, e))?;
+            let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+                .map_err(|e| Error::input(file, format!("not a valid safetensors file: {e}")))?;
+            for (name, info) in meta.tensors() {
+                let dtype = safetensors_dtype(info.dtype).ok_or_else(|| Error::tensor(file, &name, "unsupported dtype"))?;
+                out.insert(name, (dtype, info.shape.clone()));
+            }
+        } else if file.extension().is_some_and(|e| e == "bin") {
+            let infos = candle_core::pickle::read_pth_tensor_info(file, false, None)
+                .map_err(|e| Error::input(file, format!("not a readable torch file: {e}")))?;
+            for t in infos {
+                let dtype = match t.dtype {
+                    candle_core::DType::F32 => DType::F32,
+                    candle_core::DType::F16 => DType::F16,
+                    candle_core::DType::BF16 => DType::BF16,
+                    candle_core::DType::F64 => DType::F64,
+                    candle_core::DType::I64 => DType::I64,
+                    candle_core::DType::U8 => DType::U8,
+                    other => return Err(Error::tensor(file, &t.name, format!("unexpected dtype {other:?}"))),
+                };
+                out.insert(t.name.clone(), (dtype, t.layout.shape().dims().to_vec()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn safetensors_dtype(d: safetensors::Dtype) -> Option<DType> {
+    use safetensors::Dtype as S;
+    Some(match d {
+        S::F32 => DType::F32,
+        S::F16 => DType::F16,
+        S::BF16 => DType::BF16,
+        S::F64 => DType::F64,
+        S::I64 => DType::I64,
+        S::I32 => DType::I32,
+        S::I16 => DType::I16,
+        S::I8 => DType::I8,
+        S::U8 => DType::U8,
+        S::BOOL => DType::Bool,
+        _ => return None,
+    })
+}
+
+/// The weight files of an HF folder: the single file, or every shard named by the index.
+pub fn weight_files(folder: &Path) -> Result<Vec<PathBuf>> {
+    for (single, index) in [("model.safetensors", "model.safetensors.index.json"), ("pytorch_model.bin", "pytorch_model.bin.index.json")] {
+        if folder.join(single).is_file() {
+            return Ok(vec![folder.join(single)]);
+        }
+        let index_path = folder.join(index);
+        if index_path.is_file() {
+            let text = std::fs::read(&index_path).map_err(|e| Error::io(&index_path, e))?;
+            let json: serde_json::Value =
+                serde_json::from_slice(&text).map_err(|e| Error::input(&index_path, format!("not valid JSON: {e}")))?;
+            let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| Error::input(&index_path, "no weight_map"))?;
+            let mut files: Vec<String> = map.values().filter_map(|v| v.as_str().map(String::from)).collect();
+            files.sort();
+            files.dedup();
+            return Ok(files.into_iter().map(|f| folder.join(f)).collect());
+        }
+    }
+    Err(Error::input(folder, "no model.safetensors, pytorch_model.bin or shard index in this folder"))
+}
+
+/// The checks that need no numbers: every planned tensor present with its shape, nothing extra.
+pub fn structural_problems(plan: &Plan, found: &BTreeMap<String, (DType, Vec<usize>)>) -> Vec<String> {
+    let mut problems = Vec::new();
+    for m in &plan.mappings {
+        match found.get(&m.target) {
+            None => problems.push(format!("missing weight {} (from {})", m.target, m.source)),
+            Some((_, shape)) if *shape != m.shape => {
+                problems.push(format!("{} has shape {shape:?}, expected {:?}", m.target, m.shape))
+            }
+            _ => {}
+        }
+    }
+    for name in found.keys() {
+        if !plan.mappings.iter().any(|m| &m.target == name) {
+            problems.push(format!("unexpected weight {name}"));
+        }
+    }
+    problems
+}
+
+fn tf_data_type(dtype: DType) -> tensorflow::DataType {
+    crate::tf_io::tf_dtype(dtype)
+}
+
+/// Runs both sides on the same probes and compares them.
+pub fn verify(
+    folder: &Path,
+    ckpt: &dyn Checkpoint,
+    arch: &dyn Architecture,
+    plan: &Plan,
+    opts: &VerifyOptions,
+) -> Result<VerifyReport> {
+    let tf_version = crate::tf_runtime::version()?;
+    let files = weight_files(folder)?;
+    let found = folder_tensors(&files)?;
+    let structural = structural_problems(plan, &found);
+    let parameters: u64 = found.values().map(|(_, s)| s.iter().product::<usize>() as u64).sum();
+    let stored = found.values().map(|(d, _)| *d).find(|d| d.is_float()).unwrap_or(DType::F32);
+    let default_tol = Tolerance::for_dtype(stored);
+    let tolerance = Tolerance { atol: opts.atol.unwrap_or(default_tol.atol), rtol: opts.rtol.unwrap_or(default_tol.rtol) };
+    let probes = arch.probes(opts.seed, opts.batch, opts.seq_len);
+    let mut report = VerifyReport {
+        pass: false,
+        folder: folder.to_path_buf(),
+        checkpoint: ckpt.path().to_path_buf(),
+        class: arch.class_name().to_string(),
+        stored_dtype: stored.name().to_string(),
+        tolerance,
+        probes: probes.clone(),
+        structural_problems: structural,
+        parameters,
+        outputs: Vec::new(),
+        first_divergence: None,
+        tensorflow_version: tf_version,
+        seconds_candle: 0.0,
+        seconds_tensorflow: 0.0,
+    };
+    if !report.structural_problems.is_empty() {
+        report.first_divergence = Some("structure".into());
+        return Ok(report);
+    }
+
+    let started = Instant::now();
+    let candle = candle_outputs(&files, arch, &probes)?;
+    report.seconds_candle = started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    let dtypes: HashMap<String, tensorflow::DataType> =
+        ckpt.tensors().iter().map(|t| (t.name.clone(), tf_data_type(t.dtype))).collect();
+    let prefix = ckpt.path().to_string_lossy().into_owned();
+    let reference = arch
+        .reference_outputs(&prefix, &dtypes, &probes)
+        .map_err(|e| Error::ReferenceUnavailable(format!("the TensorFlow reference run failed: {e:#}")))?;
+    report.seconds_tensorflow = started.elapsed().as_secs_f64();
+
+    report.outputs = compare::compare(&candle, &reference, tolerance);
+    report.first_divergence = report.outputs.iter().find(|o| !o.pass).map(|o| o.name.clone());
+    report.pass = report.first_divergence.is_none();
+    Ok(report)
+}
+
+/// Loads the folder's weights into candle under HF's names and runs the architecture.
+pub fn candle_outputs(files: &[PathBuf], arch: &dyn Architecture, probes: &Probes) -> Result<Outputs> {
+    let device = candle_core::Device::Cpu;
+    let load_err = |e: candle_core::Error| Error::input(&files[0], format!("candle could not load the weights: {e}"));
+    let vb = if files.iter().all(|f| f.extension().is_some_and(|e| e == "bin")) {
+        if files.len() != 1 {
+            return Err(Error::input(&files[0], "sharded pytorch_model.bin folders are not supported by verify"));
+        }
+        candle_nn::VarBuilder::from_pth(&files[0], candle_core::DType::F32, &device).map_err(load_err)?
+    } else {
+        // SAFETY: the files are ours (just written) or the user's; they are not modified while mapped.
+        unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(files, candle_core::DType::F32, &device) }.map_err(load_err)?
+    };
+    arch.candle_outputs(vb, probes)
+        .map_err(|e| Error::Mapping(format!("the converted weights do not fit {}: {e}", arch.class_name())))
+}
+
+/// The human summary, for stderr.
+pub fn render_table(report: &VerifyReport) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "verify {} ({}, stored {}) against TensorFlow {} on {}",
+        report.folder.display(),
+        report.class,
+        report.stored_dtype,
+        report.tensorflow_version,
+        report.checkpoint.display()
+    );
+    let _ = writeln!(
+        s,
+        "probes: batch {} × seq {} (seed in report); tolerance |Δ| ≤ {:.0e} + {:.0e}·max|ref|; {} parameters",
+        report.probes.batch, report.probes.seq_len, report.tolerance.atol, report.tolerance.rtol, report.parameters
+    );
+    for p in &report.structural_problems {
+        let _ = writeln!(s, "  structure: {p}");
+    }
+    if !report.outputs.is_empty() {
+        let w = report.outputs.iter().map(|o| o.name.len()).max().unwrap_or(6).max(6);
+        let _ = writeln!(s, "  {:<w$}  {:>10}  {:>10}  {:>10}  {:>10}  {:>9}  {:>7}  result", "output", "max|Δ|", "allowed", "rel", "mean|Δ|", "cosine", "argmax");
+        for o in &report.outputs {
+            let argmax = o.argmax_agreement.map(|a| format!("{:.1}%", a * 100.0)).unwrap_or_else(|| "-".into());
+            let result = match (&o.problem, o.pass) {
+                (Some(p), _) => format!("FAIL ({p})"),
+                (None, true) => "ok".into(),
+                (None, false) => "FAIL".into(),
+            };
+            let _ = writeln!(
+                s,
+                "  {:<w$}  {:>10.3e}  {:>10.3e}  {:>10.3e}  {:>10.3e}  {:>9.6}  {:>7}  {result}",
+                o.name, o.max_abs_error, o.allowed, o.max_rel_error, o.mean_abs_error, o.cosine_similarity, argmax
+            );
+        }
+    }
+    match &report.first_divergence {
+        None => {
+            let worst = report.outputs.iter().map(|o| o.max_rel_error).fold(0.0, f64::max);
+            let _ = writeln!(s, "PASS: {} outputs agree (worst relative error {worst:.2e})", report.outputs.len());
+        }
+        Some(first) if first == "structure" => {
+            let _ = writeln!(s, "FAIL: the folder's weights do not match the plan ({} problem(s))", report.structural_problems.len());
+        }
+        Some(first) => {
+            let o = report.outputs.iter().find(|o| &o.name == first).expect("named from outputs");
+            let _ = writeln!(
+                s,
+                "FAIL: first divergence at '{first}' (max |Δ| {:.3e} > allowed {:.3e} at flat index {}){}",
+                o.max_abs_error,
+                o.allowed,
+                o.worst_index,
+                suspect_weights(first)
+            );
+        }
+    }
+    s
+}
+
+/// Where to look for the cause of a divergence in a named output.
+fn suspect_weights(output: &str) -> String {
+    if let Some(layer) = output.strip_prefix("layer.") {
+        format!("; suspect the weights of encoder layer {layer}")
+    } else if output == "embeddings" {
+        "; suspect the embedding tables or their LayerNorm".into()
+    } else {
+        format!("; suspect the weights feeding '{output}'")
+    }
+}
