@@ -3,6 +3,7 @@
 use anyhow::{bail, Result};
 
 mod fixtures;
+mod golden;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -12,8 +13,13 @@ fn main() -> Result<()> {
             tfconv::tf_runtime::load()?;
             println!("TensorFlow {} ready in {}", tfconv::tf_runtime::version()?, dir.display());
         }
-        Some("fixtures") => fixtures::write_all(&workspace_root().join("golden").join("formats"))?,
-        _ => bail!("usage: cargo xtask <setup-tf|fixtures>"),
+        Some("golden") => {
+            tfconv::tf_runtime::install()?;
+            let root = workspace_root().join("golden");
+            fixtures::write_all(&root.join("formats"))?;
+            golden::write_all(&root)?;
+        }
+        _ => bail!("usage: cargo xtask <setup-tf|golden>"),
     }
     Ok(())
 }
