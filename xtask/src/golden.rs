@@ -193,6 +193,9 @@ const BERT_CASES: &[BertCase] = &[
     BertCase { dir: "bert-encoder", head: Head::Base, trainer_state: false, seed: 4 },
 ];
 
+/// The golden case folders, for tasks that walk them.
+pub const CASES: &[&str] = &["bert", "bert-classifier", "bert-squad", "bert-encoder"];
+
 pub fn write_all(root: &Path) -> Result<()> {
     let config = tiny_bert_config();
     let cfg: BertConfig = serde_json::from_value(config.clone())?;

@@ -1,5 +1,7 @@
 //! Project tasks: `cargo xtask <task>`.
 
+use std::process::Command;
+
 use anyhow::{bail, Result};
 
 mod fixtures;
@@ -19,8 +21,53 @@ fn main() -> Result<()> {
             fixtures::write_all(&root.join("formats"))?;
             golden::write_all(&root)?;
         }
-        _ => bail!("usage: cargo xtask <setup-tf|golden>"),
+        Some("demo") => demo()?,
+        Some("test") => {
+            tfconv::tf_runtime::install()?;
+            run(Command::new("cargo").args(["test", "--workspace"]).args(&args[1..]))?;
+        }
+        _ => bail!("usage: cargo xtask <setup-tf|golden|demo|test>"),
     }
+    Ok(())
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("$ {}", format!("{cmd:?}").replace('"', ""));
+    let status = cmd.status()?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+/// The main job on the bundled golden checkpoints: convert each one and verify it against
+/// TensorFlow, exactly as a user would run the binary.
+fn demo() -> Result<()> {
+    tfconv::tf_runtime::install()?;
+    let root = workspace_root();
+    run(Command::new("cargo").args(["build", "--quiet", "--package", "tfconv", "--bin", "tfconv"]).current_dir(&root))?;
+    let tfconv = root.join("target").join("debug").join("tfconv");
+    let out = root.join("target").join("demo");
+    let mut failed = Vec::new();
+    for case in golden::CASES {
+        let ckpt = root.join("golden").join(case).join("bert_model.ckpt");
+        let dest = out.join(case);
+        let report = out.join(format!("{case}.report.json"));
+        let status = Command::new(&tfconv)
+            .arg("convert")
+            .arg("--tf-checkpoint").arg(&ckpt)
+            .arg("--output").arg(&dest)
+            .arg("--force").arg("--verify")
+            .arg("--report").arg(&report)
+            .status()?;
+        if !status.success() {
+            failed.push(case.to_string());
+        }
+    }
+    if !failed.is_empty() {
+        bail!("verification failed for: {}", failed.join(", "));
+    }
+    println!("all {} golden checkpoints converted and verified; folders in {}", golden::CASES.len(), out.display());
     Ok(())
 }
 
