@@ -141,7 +141,10 @@ fn check_header(index_path: &Path, value: &[u8]) -> Result<Header> {
         e => return Err(bad(format!("bundle header has unknown endianness {e} (expected 0 = little or 1 = big)"))),
     };
     if h.num_shards < 1 || h.num_shards > MAX_SHARDS {
-        return Err(bad(format!("bundle header has implausible num_shards = {} (expected 1..={MAX_SHARDS})", h.num_shards)));
+        return Err(bad(format!(
+            "bundle header has implausible num_shards = {} (expected 1..={MAX_SHARDS})",
+            h.num_shards
+        )));
     }
     Ok(Header { num_shards: h.num_shards as usize, big_endian })
 }
@@ -185,7 +188,12 @@ impl Bundle {
     /// Opens a bundle held in memory (for tests and fuzzing): `shards[i]` is the content of data
     /// shard `i`. `prefix` is only used for naming files in errors. The shard count must match
     /// the header.
-    pub fn from_bytes(prefix: impl AsRef<Path>, index: &[u8], shards: Vec<Vec<u8>>, options: OpenOptions) -> Result<Bundle> {
+    pub fn from_bytes(
+        prefix: impl AsRef<Path>,
+        index: &[u8],
+        shards: Vec<Vec<u8>>,
+        options: OpenOptions,
+    ) -> Result<Bundle> {
         let prefix = prefix.as_ref();
         let mut shards = Some(shards);
         Self::build(prefix, index, options, |header| {
@@ -225,7 +233,10 @@ impl Bundle {
                 if !k.is_empty() {
                     return Err(Error::input(
                         &index_path,
-                        format!("index has no bundle header: the first key is '{}', expected the empty key", display_key(k)),
+                        format!(
+                            "index has no bundle header: the first key is '{}', expected the empty key",
+                            display_key(k)
+                        ),
                     ));
                 }
                 header_value = Some(v.to_vec());
@@ -322,7 +333,11 @@ impl Bundle {
                     return Err(Error::tensor(
                         &self.index_path,
                         &slice_name,
-                        format!("slice entry has shape {} but the slice spans {}", fmt_shape(&sshape), fmt_shape(&b.shape)),
+                        format!(
+                            "slice entry has shape {} but the slice spans {}",
+                            fmt_shape(&sshape),
+                            fmt_shape(&b.shape)
+                        ),
                     ));
                 }
                 let piece = self.check_piece(&slice_name, &se, dtype, &b.shape)?;
@@ -330,6 +345,15 @@ impl Bundle {
             }
             let boxes: Vec<&SliceBox> = parts.iter().map(|(b, _)| b).collect();
             slices::check_coverage(&shape, &boxes).map_err(|m| terr(format!("partitioned tensor: {m}")))?;
+            // Real slices occupy disjoint bytes, so together they fit in the data files. This also
+            // bounds the buffer allocated when the tensor is assembled.
+            let stored: u128 = parts.iter().map(|(_, p)| p.size as u128).sum();
+            let available: u128 = self.shards.iter().map(|s| s.data.bytes().len() as u128).sum();
+            if stored > available {
+                return Err(terr(format!(
+                    "partitioned tensor: its slices claim {stored} bytes but the data files hold only {available}"
+                )));
+            }
             Layout::Partitioned(parts)
         };
         self.infos.push(TensorInfo { name: name.to_string(), dtype, shape });
@@ -340,10 +364,9 @@ impl Bundle {
     /// Checks shard id, offset and size of an entry against the dtype, shape and shard length.
     fn check_piece(&self, name: &str, e: &BundleEntryProto, dtype: DType, shape: &[usize]) -> Result<Piece> {
         let terr = |msg: String| Error::tensor(&self.index_path, name, msg);
-        let shard = usize::try_from(e.shard_id)
-            .ok()
-            .filter(|&s| s < self.shards.len())
-            .ok_or_else(|| terr(format!("entry refers to data shard {} but the bundle has {}", e.shard_id, self.shards.len())))?;
+        let shard = usize::try_from(e.shard_id).ok().filter(|&s| s < self.shards.len()).ok_or_else(|| {
+            terr(format!("entry refers to data shard {} but the bundle has {}", e.shard_id, self.shards.len()))
+        })?;
         let offset = usize::try_from(e.offset).map_err(|_| terr(format!("entry has invalid offset {}", e.offset)))?;
         let size = usize::try_from(e.size).map_err(|_| terr(format!("entry has invalid size {}", e.size)))?;
         let numel = slices::numel(shape).unwrap_or(usize::MAX);
@@ -437,7 +460,13 @@ impl Bundle {
             Error::tensor(
                 &shard.path,
                 name,
-                format!("tensor needs bytes [{}, {}+{}) but the data file has {} bytes", p.offset, p.offset, p.size, data.len()),
+                format!(
+                    "tensor needs bytes [{}, {}+{}) but the data file has {} bytes",
+                    p.offset,
+                    p.offset,
+                    p.size,
+                    data.len()
+                ),
             )
         })?;
         if check_crc && self.verify {
@@ -486,7 +515,12 @@ fn swap_elements(bytes: &mut [u8], elem: usize) {
 
 /// Decodes TF's DT_STRING layout (`varint64 lengths | u32le masked length crc | bytes`), checking
 /// both checksums when `verify` is set. Errors are plain messages (the caller adds file/tensor).
-pub fn decode_strings(bytes: &[u8], n: usize, entry_crc: u32, verify: bool) -> std::result::Result<Vec<Vec<u8>>, String> {
+pub fn decode_strings(
+    bytes: &[u8],
+    n: usize,
+    entry_crc: u32,
+    verify: bool,
+) -> std::result::Result<Vec<Vec<u8>>, String> {
     if n > bytes.len() {
         return Err(format!("{n} strings need at least {n} length bytes, the entry has {}", bytes.len()));
     }
@@ -494,7 +528,8 @@ pub fn decode_strings(bytes: &[u8], n: usize, entry_crc: u32, verify: bool) -> s
     let mut lens = Vec::with_capacity(n);
     let mut crc = 0u32;
     for i in 0..n {
-        let len = read_varint64(bytes, &mut pos).ok_or_else(|| format!("truncated or bad length varint of string #{i}"))?;
+        let len =
+            read_varint64(bytes, &mut pos).ok_or_else(|| format!("truncated or bad length varint of string #{i}"))?;
         crc = match u32::try_from(len) {
             Ok(l) => crc32c_extend(crc, &l.to_le_bytes()),
             Err(_) => crc32c_extend(crc, &len.to_le_bytes()),
@@ -519,7 +554,9 @@ pub fn decode_strings(bytes: &[u8], n: usize, entry_crc: u32, verify: bool) -> s
     }
     let remaining = (bytes.len() - pos) as u64;
     if total != remaining {
-        return Err(format!("string lengths add up to {total} bytes but the entry has {remaining} bytes of string data"));
+        return Err(format!(
+            "string lengths add up to {total} bytes but the entry has {remaining} bytes of string data"
+        ));
     }
     let mut out = Vec::with_capacity(n);
     for l in lens {
@@ -604,7 +641,11 @@ impl Checkpoint for Bundle {
             let bytes = self.piece_bytes(label, p, false)?;
             decode_strings(bytes, n, p.crc, self.verify).map_err(|m| {
                 let path = self.shards.get(p.shard).map(|s| s.path.clone()).unwrap_or_default();
-                Error::tensor(path, label, format!("{m} (string tensor at bytes [{}, {}))", p.offset, p.offset + p.size))
+                Error::tensor(
+                    path,
+                    label,
+                    format!("{m} (string tensor at bytes [{}, {}))", p.offset, p.offset + p.size),
+                )
             })
         };
         match layout {
@@ -659,7 +700,11 @@ pub(crate) mod tests {
         let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
         let b = SliceBox {
             start: ext.iter().map(|&(s, _)| s as usize).collect(),
-            shape: ext.iter().zip(&shape).map(|(&(s, l), &d)| if l < 0 { d - s as usize } else { l as usize }).collect(),
+            shape: ext
+                .iter()
+                .zip(&shape)
+                .map(|(&(s, l), &d)| if l < 0 { d - s as usize } else { l as usize })
+                .collect(),
         };
         let mut out = vec![0u8; b.numel() * es];
         slices::for_each_run(&shape, &b, |d, s, n| {
@@ -870,7 +915,10 @@ pub(crate) mod tests {
         let bytes = std::fs::read(&data).unwrap();
         std::fs::write(&data, &bytes[..bytes.len() - 3]).unwrap();
         let err = Bundle::open(&prefix).unwrap_err().to_string();
-        assert_has(&err, &["model.ckpt.data-00000-of-00001", "tensor '", "needs bytes [", "but the data file has only"]);
+        assert_has(
+            &err,
+            &["model.ckpt.data-00000-of-00001", "tensor '", "needs bytes [", "but the data file has only"],
+        );
     }
 
     #[test]
@@ -920,7 +968,10 @@ pub(crate) mod tests {
         std::fs::remove_file(shard_path(&prefix, 2, 4)).unwrap();
         std::fs::remove_file(shard_path(&prefix, 3, 4)).unwrap();
         let e = Bundle::open(&prefix).unwrap_err().to_string();
-        assert_has(&e, &["model.ckpt.data-00002-of-00004", "missing", "model.ckpt.data-00003-of-00004", "4 data shard"]);
+        assert_has(
+            &e,
+            &["model.ckpt.data-00002-of-00004", "missing", "model.ckpt.data-00003-of-00004", "4 data shard"],
+        );
         std::fs::remove_file(with_suffix(&prefix, ".index")).unwrap();
         let e = Bundle::open(&prefix).unwrap_err().to_string();
         assert_has(&e, &["model.ckpt.index"]);
@@ -931,7 +982,10 @@ pub(crate) mod tests {
         let (mut b, _) = sample(1, false);
         b.entry_mut("a").size = 20;
         let e = err_of(&b);
-        assert_has(&e, &["model.ckpt.index", "'a'", "entry size 20 bytes disagrees with dtype float32 x shape [2, 3] = 24 bytes"]);
+        assert_has(
+            &e,
+            &["model.ckpt.index", "'a'", "entry size 20 bytes disagrees with dtype float32 x shape [2, 3] = 24 bytes"],
+        );
         let (mut b, _) = sample(1, false);
         b.entry_mut("a").shape = Some(crate::source::proto::TensorShapeProto::from_dims(&[1 << 40, 1 << 40]));
         assert_has(&err_of(&b), &["'a'", "more elements than fit"]);
@@ -974,14 +1028,35 @@ pub(crate) mod tests {
 
     #[test]
     fn header_checks() {
-        let cases: Vec<(Box<dyn Fn(&mut BundleBuilder)>, &str)> = vec![
-            (Box::new(|b| b.header.version = Some(VersionDef { producer: 1, min_consumer: 2, bad_consumers: vec![] })), "reader of version >= 2"),
-            (Box::new(|b| b.header.version = Some(VersionDef { producer: 1, min_consumer: 0, bad_consumers: vec![1] })), "bad_consumers"),
-            (Box::new(|b| b.header.version = Some(VersionDef { producer: -1, min_consumer: 0, bad_consumers: vec![] })), "producer version -1"),
+        type Case = (Box<dyn Fn(&mut BundleBuilder)>, &'static str);
+        let cases: Vec<Case> = vec![
+            (
+                Box::new(|b| {
+                    b.header.version = Some(VersionDef { producer: 1, min_consumer: 2, bad_consumers: vec![] })
+                }),
+                "reader of version >= 2",
+            ),
+            (
+                Box::new(|b| {
+                    b.header.version = Some(VersionDef { producer: 1, min_consumer: 0, bad_consumers: vec![1] })
+                }),
+                "bad_consumers",
+            ),
+            (
+                Box::new(|b| {
+                    b.header.version = Some(VersionDef { producer: -1, min_consumer: 0, bad_consumers: vec![] })
+                }),
+                "producer version -1",
+            ),
             (Box::new(|b| b.header.endianness = 5), "unknown endianness 5"),
             (Box::new(|b| b.header.num_shards = 0), "num_shards = 0"),
             (Box::new(|b| b.header.num_shards = 7), "7 shard(s), 1 were given"),
-            (Box::new(|b| { b.raw_entries.insert(vec![], vec![0x08]); }), "cannot decode the bundle header"),
+            (
+                Box::new(|b| {
+                    b.raw_entries.insert(vec![], vec![0x08]);
+                }),
+                "cannot decode the bundle header",
+            ),
         ];
         for (f, msg) in cases {
             let (mut b, _) = sample(1, false);
@@ -992,9 +1067,10 @@ pub(crate) mod tests {
         // No header at all.
         let mut b = BundleBuilder::new(1);
         b.add_f32("x", &[1], &[1.0]);
-        let entries = vec![(b"x".to_vec(), b.entries[b"x".as_slice()].clone())];
+        let entries = [(b"x".to_vec(), b.entries[b"x".as_slice()].clone())];
         use prost::Message;
-        let index = TableBuilder::default().build(&entries.iter().map(|(k, v)| (k.clone(), v.encode_to_vec())).collect::<Vec<_>>());
+        let index = TableBuilder::default()
+            .build(&entries.iter().map(|(k, v)| (k.clone(), v.encode_to_vec())).collect::<Vec<_>>());
         let e = Bundle::from_bytes("m", &index, b.shards.clone(), OpenOptions::default()).unwrap_err().to_string();
         assert_has(&e, &["m.index", "no bundle header"]);
         let index = TableBuilder::default().build(&[]);
@@ -1093,7 +1169,15 @@ pub(crate) mod tests {
         /// Arbitrary index bytes, optionally with the magic pasted at the end.
         Bytes(Vec<u8>, bool),
         /// Byte mutations of a valid index (CRC left broken or recomputed), then data mutations.
-        Mutate { shards: usize, block_size: usize, snappy: bool, fix_crc: bool, index_muts: Vec<(usize, u8)>, data_muts: Vec<(usize, u8)>, cut: Option<usize> },
+        Mutate {
+            shards: usize,
+            block_size: usize,
+            snappy: bool,
+            fix_crc: bool,
+            index_muts: Vec<(usize, u8)>,
+            data_muts: Vec<(usize, u8)>,
+            cut: Option<usize>,
+        },
         /// Structural edits of one entry's proto fields.
         Edit { shards: usize, entry: usize, field: u8, value: i64 },
     }
@@ -1102,14 +1186,37 @@ pub(crate) mod tests {
         let muts = || proptest::collection::vec((any::<usize>(), any::<u8>()), 0..6);
         prop_oneof![
             (proptest::collection::vec(any::<u8>(), 0..400), any::<bool>()).prop_map(|(b, m)| FuzzCase::Bytes(b, m)),
-            (1usize..4, 32usize..600, any::<bool>(), any::<bool>(), muts(), muts(), proptest::option::of(any::<usize>()))
-                .prop_map(|(shards, block_size, snappy, fix_crc, index_muts, data_muts, cut)| FuzzCase::Mutate {
-                    shards, block_size, snappy, fix_crc, index_muts, data_muts, cut
+            (
+                1usize..4,
+                32usize..600,
+                any::<bool>(),
+                any::<bool>(),
+                muts(),
+                muts(),
+                proptest::option::of(any::<usize>())
+            )
+                .prop_map(|(shards, block_size, snappy, fix_crc, index_muts, data_muts, cut)| {
+                    FuzzCase::Mutate { shards, block_size, snappy, fix_crc, index_muts, data_muts, cut }
                 }),
-            (1usize..3, any::<usize>(), 0u8..12, prop_oneof![
-                Just(0i64), Just(1), Just(-1), Just(2), Just(4), Just(7), Just(24), Just(i64::MAX), Just(i64::MIN),
-                Just(1 << 32), any::<i64>(), 0i64..64
-            ])
+            (
+                1usize..3,
+                any::<usize>(),
+                0u8..12,
+                prop_oneof![
+                    Just(0i64),
+                    Just(1),
+                    Just(-1),
+                    Just(2),
+                    Just(4),
+                    Just(7),
+                    Just(24),
+                    Just(i64::MAX),
+                    Just(i64::MIN),
+                    Just(1 << 32),
+                    any::<i64>(),
+                    0i64..64
+                ]
+            )
                 .prop_map(|(shards, entry, field, value)| FuzzCase::Edit { shards, entry, field, value }),
         ]
     }
@@ -1179,7 +1286,9 @@ pub(crate) mod tests {
                     4 => e.crc32c = v as u32,
                     5 => e.shape = Some(crate::source::proto::TensorShapeProto::from_dims(&[v, 2])),
                     6 => e.shape = None,
-                    7 => e.slices.push(TensorSliceProto { extent: vec![Extent { start: v, length: Some(v.wrapping_abs()) }] }),
+                    7 => e
+                        .slices
+                        .push(TensorSliceProto { extent: vec![Extent { start: v, length: Some(v.wrapping_abs()) }] }),
                     8 => {
                         if let Some(s) = e.slices.first_mut() {
                             if let Some(x) = s.extent.first_mut() {

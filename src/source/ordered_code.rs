@@ -32,7 +32,7 @@ pub fn write_signed_num_increasing(out: &mut Vec<u8>, v: i64) {
     // Magnitude-like value: for negatives, the one's complement has the same bit length.
     let x = if v < 0 { !(v as u64) } else { v as u64 };
     let bits = 64 - x.leading_zeros(); // significant bits, excluding the sign bit
-    // Need 7L - 1 > bits - 1, i.e. 7L >= bits + 1.
+                                       // Need 7L - 1 > bits - 1, i.e. 7L >= bits + 1.
     let len = ((bits as usize + 1).div_ceil(7)).clamp(1, 10);
     // 10-byte big-endian two's complement (sign extended).
     let mut buf = [if v < 0 { 0xffu8 } else { 0 }; 10];

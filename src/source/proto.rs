@@ -184,8 +184,8 @@ mod tests {
     fn doc_entry_example_bytes() {
         // `a`, float32 [2,3], offset 0, 24 bytes (docs §1.2).
         let bytes = [
-            0x08, 0x01, 0x12, 0x08, 0x12, 0x02, 0x08, 0x02, 0x12, 0x02, 0x08, 0x03, 0x28, 0x18, 0x35, 0xc0, 0xdb,
-            0x3d, 0x17,
+            0x08, 0x01, 0x12, 0x08, 0x12, 0x02, 0x08, 0x02, 0x12, 0x02, 0x08, 0x03, 0x28, 0x18, 0x35, 0xc0, 0xdb, 0x3d,
+            0x17,
         ];
         let e = BundleEntryProto::decode(&bytes[..]).unwrap();
         assert_eq!(e.dtype, 1);
@@ -207,9 +207,8 @@ mod tests {
 
     #[test]
     fn extent_presence() {
-        let s = TensorSliceProto {
-            extent: vec![Extent { start: 0, length: Some(0) }, Extent { start: 3, length: None }],
-        };
+        let s =
+            TensorSliceProto { extent: vec![Extent { start: 0, length: Some(0) }, Extent { start: 3, length: None }] };
         let back = TensorSliceProto::decode(&s.encode_to_vec()[..]).unwrap();
         assert_eq!(back, s);
     }

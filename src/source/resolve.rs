@@ -325,7 +325,8 @@ pub fn parse_text_proto(text: &[u8]) -> std::result::Result<Vec<(String, Vec<u8>
         if line.is_empty() || line[0] == b'#' {
             continue;
         }
-        let colon = line.iter().position(|&b| b == b':').ok_or_else(|| format!("line {}: expected `key: value`", ln + 1))?;
+        let colon =
+            line.iter().position(|&b| b == b':').ok_or_else(|| format!("line {}: expected `key: value`", ln + 1))?;
         let key = std::str::from_utf8(line[..colon].trim_ascii())
             .map_err(|_| format!("line {}: key is not UTF-8", ln + 1))?
             .to_string();
@@ -333,13 +334,10 @@ pub fn parse_text_proto(text: &[u8]) -> std::result::Result<Vec<(String, Vec<u8>
             return Err(format!("line {}: bad field name '{key}'", ln + 1));
         }
         let value = line[colon + 1..].trim_ascii();
-        match value.first() {
-            Some(&q @ (b'"' | b'\'')) => {
-                let s = unescape(&value[1..], q).map_err(|m| format!("line {}: {m}", ln + 1))?;
-                out.push((key, s));
-            }
-            // Numbers (timestamps) and anything else unquoted: not needed.
-            _ => {}
+        // Numbers (timestamps) and anything else unquoted are not needed.
+        if let Some(&q @ (b'"' | b'\'')) = value.first() {
+            let s = unescape(&value[1..], q).map_err(|m| format!("line {}: {m}", ln + 1))?;
+            out.push((key, s));
         }
     }
     Ok(out)
@@ -440,7 +438,10 @@ mod tests {
         let e = rerr(&with_suffix(&prefix, ".meta"));
         assert!(e.contains(".meta") && e.contains("neither"), "{e}");
         let e = rerr(&prefix);
-        assert!(e.contains("no checkpoint at") && e.contains("similar names") && e.contains("model.ckpt-1000.meta"), "{e}");
+        assert!(
+            e.contains("no checkpoint at") && e.contains("similar names") && e.contains("model.ckpt-1000.meta"),
+            "{e}"
+        );
         let e = rerr(dir.path());
         assert!(e.contains("no TensorFlow checkpoint in directory") && e.contains("model.ckpt-1000.meta"), "{e}");
     }
@@ -472,7 +473,10 @@ mod tests {
         // Points nowhere: error lists what was tried and what exists.
         std::fs::write(&state, "model_checkpoint_path: \"/gone/model.ckpt-9\"\n").unwrap();
         let e = rerr(dir.path());
-        assert!(e.contains("/gone/model.ckpt-9") && e.contains("model.ckpt-9.index") && e.contains("model.ckpt-1 (V2"), "{e}");
+        assert!(
+            e.contains("/gone/model.ckpt-9") && e.contains("model.ckpt-9.index") && e.contains("model.ckpt-1 (V2"),
+            "{e}"
+        );
         std::fs::write(&state, "model_checkpoint_path: \"\"\n").unwrap();
         let e = rerr(dir.path());
         assert!(e.contains("names no checkpoint"), "{e}");
@@ -511,8 +515,13 @@ mod tests {
 
     #[test]
     fn text_proto_parser() {
-        let t = parse_text_proto(b"# comment\nmodel_checkpoint_path: \"a\\\"b\\\\c\\x41\\101\\n\"\n  k2 : 'x'\nnum: 3\n").unwrap();
-        assert_eq!(t, [("model_checkpoint_path".to_string(), b"a\"b\\cAA\n".to_vec()), ("k2".to_string(), b"x".to_vec())]);
+        let t =
+            parse_text_proto(b"# comment\nmodel_checkpoint_path: \"a\\\"b\\\\c\\x41\\101\\n\"\n  k2 : 'x'\nnum: 3\n")
+                .unwrap();
+        assert_eq!(
+            t,
+            [("model_checkpoint_path".to_string(), b"a\"b\\cAA\n".to_vec()), ("k2".to_string(), b"x".to_vec())]
+        );
         assert!(parse_text_proto(b"k: \"unterminated\n").is_err());
         assert!(parse_text_proto(b"k: \"bad \\q\"\n").is_err());
         assert!(parse_text_proto(b"no colon here\n").is_err());

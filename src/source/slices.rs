@@ -45,16 +45,14 @@ impl SliceBox {
     }
 
     fn overlaps(&self, other: &SliceBox) -> bool {
-        (0..self.start.len()).all(|d| {
-            self.start[d] < other.start[d] + other.shape[d] && other.start[d] < self.start[d] + self.shape[d]
-        })
+        (0..self.start.len())
+            .all(|d| self.start[d] < other.start[d] + other.shape[d] && other.start[d] < self.start[d] + self.shape[d])
     }
 }
 
 impl std::fmt::Display for SliceBox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let parts: Vec<String> =
-            self.start.iter().zip(&self.shape).map(|(s, l)| format!("{}:{}", s, s + l)).collect();
+        let parts: Vec<String> = self.start.iter().zip(&self.shape).map(|(s, l)| format!("{}:{}", s, s + l)).collect();
         write!(f, "[{}]", parts.join(", "))
     }
 }
@@ -75,7 +73,8 @@ pub fn slice_box(slice: &TensorSliceProto, full: &[usize]) -> Result<SliceBox, S
             None if e.start == 0 => (0, dim),
             None => return Err(format!("slice dimension {d}: full extent with non-zero start {}", e.start)),
             Some(l) => {
-                let s = usize::try_from(e.start).map_err(|_| format!("slice dimension {d}: negative start {}", e.start))?;
+                let s =
+                    usize::try_from(e.start).map_err(|_| format!("slice dimension {d}: negative start {}", e.start))?;
                 let l = usize::try_from(l).map_err(|_| format!("slice dimension {d}: negative length {l}"))?;
                 (s, l)
             }
@@ -188,7 +187,7 @@ mod tests {
     /// Reference: copy element by element with full index arithmetic.
     fn naive(full: &[usize], b: &SliceBox, src: &[u32], dst: &mut [u32]) {
         let n = b.numel();
-        for s in 0..n {
+        for (s, &v) in src.iter().enumerate().take(n) {
             let mut rem = s;
             let mut coords = vec![0; full.len()];
             for d in (0..full.len()).rev() {
@@ -199,7 +198,7 @@ mod tests {
             for d in 0..full.len() {
                 off = off * full[d] + coords[d];
             }
-            dst[off] = src[s];
+            dst[off] = v;
         }
     }
 
@@ -247,14 +246,15 @@ mod tests {
     }
 
     fn shape_and_box() -> impl Strategy<Value = (Vec<usize>, Vec<usize>, Vec<usize>)> {
-        proptest::collection::vec(1usize..5, 0..5).prop_flat_map(|full| {
-            let starts: Vec<_> = full.iter().map(|&d| 0..d).collect();
-            (Just(full), starts)
-        })
-        .prop_flat_map(|(full, starts)| {
-            let lens: Vec<_> = full.iter().zip(&starts).map(|(&d, &s)| 0..=(d - s)).collect();
-            (Just(full), Just(starts), lens)
-        })
+        proptest::collection::vec(1usize..5, 0..5)
+            .prop_flat_map(|full| {
+                let starts: Vec<_> = full.iter().map(|&d| 0..d).collect();
+                (Just(full), starts)
+            })
+            .prop_flat_map(|(full, starts)| {
+                let lens: Vec<_> = full.iter().zip(&starts).map(|(&d, &s)| 0..=(d - s)).collect();
+                (Just(full), Just(starts), lens)
+            })
     }
 
     proptest! {

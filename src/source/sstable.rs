@@ -177,11 +177,7 @@ impl Table {
             };
             if let Some(p) = &prev {
                 if key <= p.as_slice() {
-                    bad = Some(format!(
-                        "index keys out of order: '{}' follows '{}'",
-                        display_key(key),
-                        display_key(p)
-                    ));
+                    bad = Some(format!("index keys out of order: '{}' follows '{}'", display_key(key), display_key(p)));
                     return Err(());
                 }
             }
@@ -190,7 +186,9 @@ impl Table {
             Ok(())
         })
         .map_err(|e| match (e, bad.take()) {
-            (_, Some(msg)) => Error::input(path, format!("corrupt index block (offset {}): {msg}", footer.index.offset)),
+            (_, Some(msg)) => {
+                Error::input(path, format!("corrupt index block (offset {}): {msg}", footer.index.offset))
+            }
             (EntryError::Format(msg), None) => Error::input(
                 path,
                 format!("corrupt index block (offset {}, size {}): {msg}", footer.index.offset, footer.index.size),
@@ -263,8 +261,7 @@ impl Table {
         match ctype {
             0 => Ok(Block { contents: Cow::Borrowed(stored), file_offset: Some(start) }),
             1 => {
-                let n = snap::raw::decompress_len(stored)
-                    .map_err(|e| err(format!("bad snappy block header: {e}")))?;
+                let n = snap::raw::decompress_len(stored).map_err(|e| err(format!("bad snappy block header: {e}")))?;
                 // Snappy expands at most ~21x (a 3-byte copy produces 64 bytes); anything more is garbage.
                 let bound = stored.len().saturating_mul(22).saturating_add(64);
                 if n > bound {
@@ -284,11 +281,7 @@ impl Table {
 
     /// Calls `f(key, value, location)` for every entry of every data block, in key order.
     /// Checks that keys are strictly increasing across the whole table.
-    pub fn for_each<'f>(
-        &self,
-        file: &'f [u8],
-        mut f: impl FnMut(&[u8], &[u8], ValueLoc) -> Result<()>,
-    ) -> Result<()> {
+    pub fn for_each(&self, file: &[u8], mut f: impl FnMut(&[u8], &[u8], ValueLoc) -> Result<()>) -> Result<()> {
         let mut prev: Option<Vec<u8>> = None;
         for i in 0..self.index.len() {
             let block = self.read_block(file, i)?;
@@ -298,11 +291,8 @@ impl Table {
             let res = for_each_entry(&block.contents, |key, range| {
                 if let Some(p) = &prev {
                     if key <= p.as_slice() {
-                        fmt_err = Some(format!(
-                            "keys out of order: '{}' follows '{}'",
-                            display_key(key),
-                            display_key(p)
-                        ));
+                        fmt_err =
+                            Some(format!("keys out of order: '{}' follows '{}'", display_key(key), display_key(p)));
                         return Err(());
                     }
                 }
@@ -366,7 +356,8 @@ impl Table {
             .index
             .get(loc.block)
             .ok_or_else(|| Error::input(&self.path, format!("no data block #{}", loc.block)))?;
-        let bad = || Error::input(&self.path, format!("value range {:?} outside {}", loc.range, self.block_desc(loc.block)));
+        let bad =
+            || Error::input(&self.path, format!("value range {:?} outside {}", loc.range, self.block_desc(loc.block)));
         if loc.range.start > loc.range.end {
             return Err(bad());
         }
@@ -406,10 +397,9 @@ impl Table {
                 Cow::Borrowed(b) => Cow::Borrowed(&b[range]),
                 Cow::Owned(v) => Cow::Owned(v[range].to_vec()),
             })),
-            (Err(EntryError::Format(m)), None) => Err(Error::input(
-                &self.path,
-                format!("corrupt or truncated table: {}: {m}", self.block_desc(i)),
-            )),
+            (Err(EntryError::Format(m)), None) => {
+                Err(Error::input(&self.path, format!("corrupt or truncated table: {}: {m}", self.block_desc(i))))
+            }
             _ => Ok(None),
         }
     }
@@ -507,10 +497,9 @@ fn for_each_entry(
             .checked_add(non_shared)
             .filter(|&e| e <= entries_end)
             .ok_or_else(|| bad(&format!("key of {non_shared} bytes runs past the entry area ({entries_end} bytes)")))?;
-        let value_end = key_end
-            .checked_add(value_len)
-            .filter(|&e| e <= entries_end)
-            .ok_or_else(|| bad(&format!("value of {value_len} bytes runs past the entry area ({entries_end} bytes)")))?;
+        let value_end = key_end.checked_add(value_len).filter(|&e| e <= entries_end).ok_or_else(|| {
+            bad(&format!("value of {value_len} bytes runs past the entry area ({entries_end} bytes)"))
+        })?;
         key.truncate(shared);
         key.extend_from_slice(&block[pos..key_end]);
         if f(&key, key_end..value_end).is_err() {
@@ -563,8 +552,7 @@ mod tests {
     /// The worked example of the doc: index block holding one entry `"t"` -> (0, 232), and the footer.
     #[test]
     fn doc_index_block_and_footer_bytes() {
-        let mut tb = TableBuilder::default();
-        tb.restart_interval = 1;
+        let tb = TableBuilder { restart_interval: 1, ..Default::default() };
         let block = tb.build_block(&[(b"t".to_vec(), vec![0x00, 0xe8, 0x01])]);
         assert_eq!(block, [0x00, 0x01, 0x03, b't', 0x00, 0xe8, 0x01, 0, 0, 0, 0, 1, 0, 0, 0]);
         assert_eq!(block.len(), 15);
@@ -648,7 +636,8 @@ mod tests {
         file[n - 1] ^= 1;
         let e = Table::open(p(), &file, "TensorFlow checkpoint index").unwrap_err().to_string();
         assert!(e.contains("not a TensorFlow checkpoint index (bad SSTable magic"), "{e}");
-        let mut text = b"model_checkpoint_path: \"model.ckpt-1\"\nall_model_checkpoint_paths: \"model.ckpt-1\"\n".to_vec();
+        let mut text =
+            b"model_checkpoint_path: \"model.ckpt-1\"\nall_model_checkpoint_paths: \"model.ckpt-1\"\n".to_vec();
         text.resize(100, b' ');
         let e = Table::open(p(), &text, "TensorFlow checkpoint index").unwrap_err().to_string();
         assert!(e.contains("bad SSTable magic") && e.contains("pass the directory"), "{e}");

@@ -17,6 +17,10 @@ use crate::source::proto::*;
 use crate::source::sstable::{crc32c, crc32c_extend, mask_crc, MAGIC};
 use crate::source::DType;
 
+/// One slice of a partitioned tensor: extents as (start, length) with length -1 = full
+/// dimension, and the slice's little-endian bytes.
+pub type SliceData = (Vec<(i64, i64)>, Vec<u8>);
+
 /// How data blocks are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
@@ -320,13 +324,7 @@ impl BundleBuilder {
 
     /// Adds a partitioned tensor: `slices` are (extents as (start, length) with length -1 = full,
     /// little-endian bytes of the slice).
-    pub fn add_partitioned(
-        &mut self,
-        name: &str,
-        dtype: DType,
-        full_shape: &[i64],
-        slices: &[(Vec<(i64, i64)>, Vec<u8>)],
-    ) -> &mut Self {
+    pub fn add_partitioned(&mut self, name: &str, dtype: DType, full_shape: &[i64], slices: &[SliceData]) -> &mut Self {
         let mut protos = Vec::new();
         for (ext, le) in slices {
             let shard = self.take_shard();
@@ -411,7 +409,13 @@ impl V1Builder {
     }
 
     /// Adds a tensor saved as the given slices, each with its TensorProto holding the values.
-    pub fn add(&mut self, name: &str, tf_dtype: i32, shape: &[i64], slices: Vec<(Vec<(i64, i64)>, TensorProto)>) -> &mut Self {
+    pub fn add(
+        &mut self,
+        name: &str,
+        tf_dtype: i32,
+        shape: &[i64],
+        slices: Vec<(Vec<(i64, i64)>, TensorProto)>,
+    ) -> &mut Self {
         let mut protos = Vec::new();
         for (ext, data) in slices {
             let slice = TensorSliceProto {
@@ -447,10 +451,8 @@ impl V1Builder {
     }
 
     pub fn bytes(&self) -> Vec<u8> {
-        let mut entries: Vec<(Vec<u8>, Vec<u8>)> = vec![(
-            Vec::new(),
-            SavedTensorSlices { meta: Some(self.meta.clone()), data: None }.encode_to_vec(),
-        )];
+        let mut entries: Vec<(Vec<u8>, Vec<u8>)> =
+            vec![(Vec::new(), SavedTensorSlices { meta: Some(self.meta.clone()), data: None }.encode_to_vec())];
         for (k, v) in &self.data {
             entries.push((k.clone(), v.encode_to_vec()));
         }

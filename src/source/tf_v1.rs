@@ -11,7 +11,7 @@ use prost::Message;
 
 use crate::error::{Error, Result};
 use crate::source::ordered_code::{encode_tensor_name_slice, slice_extents};
-use crate::source::proto::{SavedTensorSlices, TensorProto, TensorSliceProto};
+use crate::source::proto::{SavedTensorSlices, TensorProto, TensorShapeProto, TensorSliceProto};
 use crate::source::slices::{self, SliceBox};
 use crate::source::sstable::{display_key, Table, ValueLoc};
 use crate::source::{Checkpoint, DType, TensorInfo, UnsupportedTensor};
@@ -50,6 +50,9 @@ struct V1Tensor {
     tf_dtype: i32,
     slices: Vec<SliceRef>,
 }
+
+/// A tensor's declaration merged over all shard files: dtype, shape, slices with their file.
+type Merged = (i32, Option<TensorShapeProto>, Vec<(TensorSliceProto, usize)>);
 
 /// An opened V1 ("tensor slice") checkpoint, possibly sharded.
 pub struct V1Checkpoint {
@@ -107,7 +110,11 @@ impl V1Checkpoint {
         if let Some(missing) = files.iter().find(|p| !p.is_file()) {
             return Err(Error::input(
                 missing,
-                format!("V1 checkpoint shard is missing ({} shard files expected next to {})", files.len(), path.display()),
+                format!(
+                    "V1 checkpoint shard is missing ({} shard files expected next to {})",
+                    files.len(),
+                    path.display()
+                ),
             ));
         }
         let mut data = Vec::with_capacity(files.len());
@@ -127,8 +134,7 @@ impl V1Checkpoint {
     fn build(path: &Path, data: Vec<(PathBuf, FileData)>) -> Result<V1Checkpoint> {
         let mut files = Vec::with_capacity(data.len());
         // name -> (dtype, shape, slices(proto, file))
-        let mut merged: BTreeMap<String, (i32, Option<crate::source::proto::TensorShapeProto>, Vec<(TensorSliceProto, usize)>)> =
-            BTreeMap::new();
+        let mut merged: BTreeMap<String, Merged> = BTreeMap::new();
         for (fi, (fpath, fdata)) in data.into_iter().enumerate() {
             let bytes = fdata.bytes();
             let table = Table::open(&fpath, bytes, "TensorFlow V1 checkpoint")?;
@@ -141,7 +147,10 @@ impl V1Checkpoint {
                     if !k.is_empty() {
                         return Err(Error::input(
                             &fpath,
-                            format!("no tensor list (empty key) in the V1 checkpoint; first key is '{}'", display_key(k)),
+                            format!(
+                                "no tensor list (empty key) in the V1 checkpoint; first key is '{}'",
+                                display_key(k)
+                            ),
                         ));
                     }
                     meta_value = Some(v.to_vec());
@@ -154,9 +163,9 @@ impl V1Checkpoint {
                 meta_value.ok_or_else(|| Error::input(&fpath, "V1 checkpoint is empty: no tensor list (empty key)"))?;
             let sts = SavedTensorSlices::decode(meta_value.as_slice())
                 .map_err(|e| Error::input(&fpath, format!("cannot decode the tensor list (SavedTensorSlices): {e}")))?;
-            let meta = sts
-                .meta
-                .ok_or_else(|| Error::input(&fpath, "the empty key holds no SavedTensorSliceMeta (not a V1 checkpoint?)"))?;
+            let meta = sts.meta.ok_or_else(|| {
+                Error::input(&fpath, "the empty key holds no SavedTensorSliceMeta (not a V1 checkpoint?)")
+            })?;
             let v = meta.versions.unwrap_or_default();
             if v.producer < 0 || v.min_consumer > CONSUMER_VERSION || v.bad_consumers.contains(&CONSUMER_VERSION) {
                 return Err(Error::input(
@@ -209,7 +218,11 @@ impl V1Checkpoint {
                 if b.numel() > loc.range.len() {
                     return Err(terr(
                         fi,
-                        format!("slice {b} has {} elements but its stored value is only {} bytes", b.numel(), loc.range.len()),
+                        format!(
+                            "slice {b} has {} elements but its stored value is only {} bytes",
+                            b.numel(),
+                            loc.range.len()
+                        ),
                     ));
                 }
                 refs.push(SliceRef { b, file: fi, loc: loc.clone() });
@@ -237,7 +250,8 @@ impl V1Checkpoint {
         let f = self.files.get(r.file).ok_or_else(|| Error::tensor(&self.path, name, "bad file index"))?;
         let value = f.table.value_at(f.data.bytes(), &r.loc)?;
         let terr = |msg: String| Error::tensor(&f.path, name, format!("slice {}: {msg}", r.b));
-        let sts = SavedTensorSlices::decode(value.as_ref()).map_err(|e| terr(format!("cannot decode SavedTensorSlices: {e}")))?;
+        let sts = SavedTensorSlices::decode(value.as_ref())
+            .map_err(|e| terr(format!("cannot decode SavedTensorSlices: {e}")))?;
         let saved = sts.data.ok_or_else(|| terr("value holds no SavedSlice".into()))?;
         if saved.name != name {
             return Err(terr(format!("stored slice is named '{}'", saved.name)));
@@ -398,20 +412,43 @@ pub(crate) mod tests {
             9,
             &[4, 2],
             vec![
-                (vec![(1, 3), (0, -1)], TensorProto { dtype: 9, int64_val: vec![3, 4, 5, 6, 7, 8], ..Default::default() }),
+                (
+                    vec![(1, 3), (0, -1)],
+                    TensorProto { dtype: 9, int64_val: vec![3, 4, 5, 6, 7, 8], ..Default::default() },
+                ),
                 (vec![(0, 1), (0, -1)], TensorProto { dtype: 9, int64_val: vec![1, 2], ..Default::default() }),
             ],
         );
-        b.add("h", 19, &[2], vec![(vec![(0, -1)], TensorProto { dtype: 19, half_val: vec![0x3c00, 0xc000], ..Default::default() })]);
+        b.add(
+            "h",
+            19,
+            &[2],
+            vec![(vec![(0, -1)], TensorProto { dtype: 19, half_val: vec![0x3c00, 0xc000], ..Default::default() })],
+        );
         b.add("i8", 6, &[3], vec![(vec![(0, -1)], TensorProto { int_val: vec![-1, 2, -128], ..Default::default() })]);
         b.add(
             "raw",
             3,
             &[2],
-            vec![(vec![(0, -1)], TensorProto { dtype: 3, tensor_content: vec![1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff], ..Default::default() })],
+            vec![(
+                vec![(0, -1)],
+                TensorProto {
+                    dtype: 3,
+                    tensor_content: vec![1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff],
+                    ..Default::default()
+                },
+            )],
         );
         b.add("b", 10, &[2], vec![(vec![(0, -1)], TensorProto { bool_val: vec![true, false], ..Default::default() })]);
-        b.add("s", 7, &[2], vec![(vec![(0, -1)], TensorProto { string_val: vec![b"x".to_vec(), b"yz".to_vec()], ..Default::default() })]);
+        b.add(
+            "s",
+            7,
+            &[2],
+            vec![(
+                vec![(0, -1)],
+                TensorProto { string_val: vec![b"x".to_vec(), b"yz".to_vec()], ..Default::default() },
+            )],
+        );
         b.add("c", 8, &[1], vec![(vec![(0, -1)], TensorProto { scomplex_val: vec![1.0, 2.0], ..Default::default() })]);
         b
     }
@@ -460,7 +497,12 @@ pub(crate) mod tests {
     #[test]
     fn round_trip_snappy_multiblock() {
         let mut b = sample();
-        b.table = TableBuilder { block_size: 48, restart_interval: 2, compression: Compression::Snappy, ..Default::default() };
+        b.table = TableBuilder {
+            block_size: 48,
+            restart_interval: 2,
+            compression: Compression::Snappy,
+            ..Default::default()
+        };
         check(&V1Checkpoint::from_bytes("v1", b.bytes()).unwrap());
     }
 
@@ -470,9 +512,19 @@ pub(crate) mod tests {
         // Shard 0 holds w and the first row of part, shard 1 the rest of part.
         let mut s0 = V1Builder::new();
         s0.add_f32("w", &[2], &[1.0, 2.0]);
-        s0.add("part", 3, &[2, 2], vec![(vec![(0, 1), (0, -1)], TensorProto { int_val: vec![1, 2], ..Default::default() })]);
+        s0.add(
+            "part",
+            3,
+            &[2, 2],
+            vec![(vec![(0, 1), (0, -1)], TensorProto { int_val: vec![1, 2], ..Default::default() })],
+        );
         let mut s1 = V1Builder::new();
-        s1.add("part", 3, &[2, 2], vec![(vec![(1, 1), (0, -1)], TensorProto { int_val: vec![3, 4], ..Default::default() })]);
+        s1.add(
+            "part",
+            3,
+            &[2, 2],
+            vec![(vec![(1, 1), (0, -1)], TensorProto { int_val: vec![3, 4], ..Default::default() })],
+        );
         std::fs::write(dir.path().join("model.ckpt-00000-of-00002"), s0.bytes()).unwrap();
         std::fs::write(dir.path().join("model.ckpt-00001-of-00002"), s1.bytes()).unwrap();
         let ck = V1Checkpoint::open(dir.path().join("model.ckpt-00001-of-00002")).unwrap();
@@ -494,10 +546,18 @@ pub(crate) mod tests {
         let mut b = V1Builder::new();
         b.add("x", 1, &[3], vec![(vec![(0, -1)], TensorProto { float_val: vec![1.0, 2.0], ..Default::default() })]);
         let e = open(&b).unwrap().read("x").unwrap_err().to_string();
-        assert!(e.contains("d/model.ckpt") && e.contains("'x'") && e.contains("float_val holds 2 values, expected 3"), "{e}");
+        assert!(
+            e.contains("d/model.ckpt") && e.contains("'x'") && e.contains("float_val holds 2 values, expected 3"),
+            "{e}"
+        );
         // Value dtype disagrees.
         let mut b = V1Builder::new();
-        b.add("x", 1, &[1], vec![(vec![(0, -1)], TensorProto { dtype: 2, double_val: vec![1.0], ..Default::default() })]);
+        b.add(
+            "x",
+            1,
+            &[1],
+            vec![(vec![(0, -1)], TensorProto { dtype: 2, double_val: vec![1.0], ..Default::default() })],
+        );
         let e = open(&b).unwrap().read("x").unwrap_err().to_string();
         assert!(e.contains("'x'") && e.contains("values have dtype float64 but the tensor is declared float32"), "{e}");
         // Bad tensor_content length.
