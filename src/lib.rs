@@ -7,6 +7,7 @@ pub mod inspect;
 pub use tfconv_models::roles;
 pub mod sink;
 pub mod source;
+pub mod synthetic;
 pub mod tf_io;
 pub mod tf_runtime;
 pub mod verify;

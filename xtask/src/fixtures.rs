@@ -6,26 +6,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use tfconv::source::DType;
+use tfconv::synthetic::Rng;
 use tfconv::tf_io::{self, HostTensor, SaveItem};
-
-/// splitmix64: a tiny deterministic generator so fixtures are byte-identical on every run.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next_u64() as u8).collect()
-    }
-}
 
 const ALL_DTYPES: [DType; 13] = [
     DType::F32, DType::F16, DType::BF16, DType::F64, DType::I8, DType::U8, DType::I16, DType::U16,

@@ -1,0 +1,165 @@
+//! Synthetic "original" checkpoints written by TensorFlow itself, with the exact variable
+//! names of the original training code and deterministic values: the golden fixtures and the
+//! property tests are built from these. Needs TensorFlow (`tf_io`).
+
+use std::path::Path;
+
+use serde_json::json;
+use tfconv_models::bert::{BertConfig, Head};
+
+use crate::error::{Error, Result};
+use crate::source::DType;
+use crate::tf_io::{self, HostTensor, SaveItem};
+
+/// splitmix64: a tiny deterministic generator so fixtures are byte-identical on every run.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
+    }
+    /// Uniform in [-a, a).
+    pub fn uniform(&mut self, a: f32) -> f32 {
+        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * a
+    }
+}
+
+/// A tiny BERT, large enough that every weight matters: heads of width 12, asymmetric sizes.
+pub fn tiny_bert_config() -> serde_json::Value {
+    json!({
+        "attention_probs_dropout_prob": 0.1,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "hidden_size": 48,
+        "initializer_range": 0.02,
+        "intermediate_size": 80,
+        "max_position_embeddings": 24,
+        "num_attention_heads": 4,
+        "num_hidden_layers": 3,
+        "type_vocab_size": 2,
+        "vocab_size": 101
+    })
+}
+
+/// A lower-cased WordPiece vocabulary of exactly `n` tokens in google-research/bert's layout.
+pub fn tiny_vocab(n: usize) -> String {
+    let mut tokens: Vec<String> = vec!["[PAD]".into()];
+    tokens.extend((0..4).map(|i| format!("[unused{i}]")));
+    tokens.extend(["[UNK]", "[CLS]", "[SEP]", "[MASK]"].map(String::from));
+    let words = ["the", "of", "and", "a", "to", "in", "is", "was", "he", "for", "it", "with", "as", "his", "on", "be"];
+    let mut i = 0;
+    while tokens.len() < n {
+        let w = words[i % words.len()];
+        tokens.push(match i / words.len() {
+            0 => w.to_string(),
+            1 => format!("##{w}"),
+            k => format!("{w}{k}"),
+        });
+        i += 1;
+    }
+    tokens.truncate(n);
+    tokens.join("\n") + "\n"
+}
+
+/// Original variable names and shapes of a BERT checkpoint for `head`, in creation order.
+pub fn bert_variables(cfg: &BertConfig, head: Head) -> Vec<(String, Vec<usize>)> {
+    let (h, i, v, p, t) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, cfg.max_position_embeddings, cfg.type_vocab_size);
+    let mut vars = vec![
+        ("bert/embeddings/word_embeddings".to_string(), vec![v, h]),
+        ("bert/embeddings/token_type_embeddings".into(), vec![t, h]),
+        ("bert/embeddings/position_embeddings".into(), vec![p, h]),
+        ("bert/embeddings/LayerNorm/beta".into(), vec![h]),
+        ("bert/embeddings/LayerNorm/gamma".into(), vec![h]),
+    ];
+    for l in 0..cfg.num_hidden_layers {
+        let pre = format!("bert/encoder/layer_{l}");
+        for proj in ["query", "key", "value"] {
+            vars.push((format!("{pre}/attention/self/{proj}/kernel"), vec![h, h]));
+            vars.push((format!("{pre}/attention/self/{proj}/bias"), vec![h]));
+        }
+        vars.push((format!("{pre}/attention/output/dense/kernel"), vec![h, h]));
+        vars.push((format!("{pre}/attention/output/dense/bias"), vec![h]));
+        vars.push((format!("{pre}/attention/output/LayerNorm/beta"), vec![h]));
+        vars.push((format!("{pre}/attention/output/LayerNorm/gamma"), vec![h]));
+        vars.push((format!("{pre}/intermediate/dense/kernel"), vec![h, i]));
+        vars.push((format!("{pre}/intermediate/dense/bias"), vec![i]));
+        vars.push((format!("{pre}/output/dense/kernel"), vec![i, h]));
+        vars.push((format!("{pre}/output/dense/bias"), vec![h]));
+        vars.push((format!("{pre}/output/LayerNorm/beta"), vec![h]));
+        vars.push((format!("{pre}/output/LayerNorm/gamma"), vec![h]));
+    }
+    // run_squad keeps the pretrained pooler in its graph even though it never uses it.
+    vars.push(("bert/pooler/dense/kernel".into(), vec![h, h]));
+    vars.push(("bert/pooler/dense/bias".into(), vec![h]));
+    match head {
+        Head::PreTraining => {
+            vars.push(("cls/predictions/transform/dense/kernel".into(), vec![h, h]));
+            vars.push(("cls/predictions/transform/dense/bias".into(), vec![h]));
+            vars.push(("cls/predictions/transform/LayerNorm/beta".into(), vec![h]));
+            vars.push(("cls/predictions/transform/LayerNorm/gamma".into(), vec![h]));
+            vars.push(("cls/predictions/output_bias".into(), vec![v]));
+            vars.push(("cls/seq_relationship/output_weights".into(), vec![2, h]));
+            vars.push(("cls/seq_relationship/output_bias".into(), vec![2]));
+        }
+        Head::SequenceClassification { num_labels } => {
+            vars.push(("output_weights".into(), vec![num_labels, h]));
+            vars.push(("output_bias".into(), vec![num_labels]));
+        }
+        Head::QuestionAnswering => {
+            vars.push(("cls/squad/output_weights".into(), vec![2, h]));
+            vars.push(("cls/squad/output_bias".into(), vec![2]));
+        }
+        Head::Base => {}
+    }
+    vars
+}
+
+/// Values with a realistic spread: LayerNorm gammas near 1, betas and biases small but nonzero,
+/// kernels scaled by fan-in so activations neither vanish nor saturate.
+fn init_values(rng: &mut Rng, name: &str, shape: &[usize]) -> Vec<f32> {
+    let n: usize = shape.iter().product();
+    let last = name.rsplit('/').next().unwrap_or("");
+    (0..n)
+        .map(|_| match last {
+            "gamma" => 1.0 + rng.uniform(0.3),
+            "beta" | "bias" | "output_bias" => rng.uniform(0.1),
+            "kernel" => rng.uniform(1.7 / (shape[0] as f32).sqrt()),
+            "output_weights" => rng.uniform(1.7 / (shape[1] as f32).sqrt()),
+            _ => rng.uniform(1.0), // embeddings
+        })
+        .collect()
+}
+
+/// Writes a BERT checkpoint with TF's SaveV2 under the original names; with `trainer_state`
+/// also the AdamWeightDecayOptimizer slots and global_step that released checkpoints carry.
+pub fn write_bert_checkpoint(prefix: &Path, cfg: &BertConfig, head: Head, seed: u64, trainer_state: bool) -> Result<()> {
+    let mut rng = Rng::new(seed);
+    let mut tensors: Vec<(String, HostTensor)> = Vec::new();
+    for (name, shape) in bert_variables(cfg, head) {
+        let values = init_values(&mut rng, &name, &shape);
+        if trainer_state {
+            let m: Vec<f32> = values.iter().map(|_| rng.uniform(1e-3)).collect();
+            let v: Vec<f32> = values.iter().map(|_| rng.uniform(1e-6).abs()).collect();
+            tensors.push((format!("{name}/adam_m"), HostTensor::f32(shape.clone(), &m)));
+            tensors.push((format!("{name}/adam_v"), HostTensor::f32(shape.clone(), &v)));
+        }
+        tensors.push((name, HostTensor::f32(shape, &values)));
+    }
+    if trainer_state {
+        tensors.push(("global_step".into(), HostTensor::new(DType::I64, vec![], 1_000_000i64.to_le_bytes().to_vec())));
+    }
+    let items: Vec<SaveItem> = tensors.iter().map(|(n, t)| SaveItem { name: n, slice_spec: "", tensor: t }).collect();
+    tf_io::save_v2(prefix.to_str().ok_or_else(|| Error::Output(format!("{}: path is not UTF-8", prefix.display())))?, &items)?;
+    Ok(())
+}
+
