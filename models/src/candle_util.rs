@@ -1,0 +1,96 @@
+//! Small candle helpers shared by the candle models of every architecture: activations by HF
+//! name, LayerNorm with an explicit eps, the additive attention mask, probe tensors.
+
+use candle_core::{DType, Device, Result, Tensor};
+use candle_nn::{LayerNorm, Linear, Module, VarBuilder};
+
+/// An activation named the way HF's `hidden_act` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `gelu`: exact, `0.5·x·(1 + erf(x/√2))`.
+    GeluErf,
+    /// `gelu_new` / `gelu_pytorch_tanh`: the tanh approximation.
+    GeluTanh,
+    Relu,
+}
+
+impl Activation {
+    pub fn from_hf_name(name: &str) -> Result<Activation> {
+        match name {
+            "gelu" => Ok(Activation::GeluErf),
+            "gelu_new" | "gelu_pytorch_tanh" => Ok(Activation::GeluTanh),
+            "relu" => Ok(Activation::Relu),
+            other => candle_core::bail!(
+                "unsupported hidden_act {other:?} (supported: gelu, gelu_new, gelu_pytorch_tanh, relu)"
+            ),
+        }
+    }
+}
+
+impl Module for Activation {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::GeluErf => xs.gelu_erf(),
+            Activation::GeluTanh => xs.gelu(),
+            Activation::Relu => xs.relu(),
+        }
+    }
+}
+
+/// A LayerNorm over the last axis reading HF's `weight`/`bias` under `vb`, with the given eps.
+pub fn layer_norm(size: usize, eps: f64, vb: VarBuilder) -> Result<LayerNorm> {
+    let weight = vb.get(size, "weight")?;
+    let bias = vb.get(size, "bias")?;
+    Ok(LayerNorm::new(weight, bias, eps))
+}
+
+/// A torch-style Linear (`weight` [out, in], `bias` [out]) under `vb`.
+pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
+    candle_nn::linear(in_dim, out_dim, vb)
+}
+
+/// `(1 - mask) · -10000` shaped [B, 1, 1, S] (f32) from a [B, S] mask of 0/1, the additive mask
+/// of the original TF models. (HF uses the dtype's minimum; the result after softmax is the
+/// same for every row with at least one real token.)
+pub fn additive_mask(mask: &Tensor) -> Result<Tensor> {
+    let (b, s) = mask.dims2()?;
+    let m = mask.to_dtype(DType::F32)?.reshape((b, 1, 1, s))?;
+    (m.ones_like()? - m)? * -10000.0
+}
+
+/// A row-major [batch, seq_len] i64 probe tensor.
+pub fn probe_tensor(values: &[i64], batch: usize, seq_len: usize, device: &Device) -> Result<Tensor> {
+    Tensor::from_slice(values, (batch, seq_len), device)
+}
+
+/// Splits the last axis into heads and moves heads before the sequence: [B, S, N·Dh] → [B, N, S, Dh].
+pub fn split_heads(xs: &Tensor, heads: usize) -> Result<Tensor> {
+    let (b, s, h) = xs.dims3()?;
+    xs.reshape((b, s, heads, h / heads))?.transpose(1, 2)?.contiguous()
+}
+
+/// Scaled dot-product attention on [B, N, Sq, Dh] / [B, N, Sk, Dh] tensors with an optional
+/// additive mask broadcastable to [B, N, Sq, Sk]; returns [B, Sq, N·Dh].
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scale: f64) -> Result<Tensor> {
+    let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
+    let scores = match mask {
+        Some(m) => scores.broadcast_add(m)?,
+        None => scores,
+    };
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    let ctx = probs.matmul(v)?; // [B, N, Sq, Dh]
+    let (b, n, sq, dh) = ctx.dims4()?;
+    ctx.transpose(1, 2)?.contiguous()?.reshape((b, sq, n * dh))
+}
+
+/// Flattens a tensor to (shape, f32 values) for `probe::Outputs`.
+pub fn to_output(xs: &Tensor) -> Result<(Vec<usize>, Vec<f32>)> {
+    let shape = xs.dims().to_vec();
+    let values = xs.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    Ok((shape, values))
+}
+
+/// The first position of [B, S, H] as [B, H].
+pub fn first_token(xs: &Tensor) -> Result<Tensor> {
+    xs.narrow(1, 0, 1)?.squeeze(1)
+}
