@@ -71,7 +71,8 @@ pub fn write_all(root: &Path) -> Result<()> {
     let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
     tf_io::merge_v2(&refs, &prefix(&dir, "ckpt"))?;
 
-    // Partitioned variables: split on axis 0 in three, on axis 1 in two, and an f16 one in two shards.
+    // Partitioned variables: split on axis 0 in three, on the last axis in two, and one split
+    // across two shards. (TF's sliced restore rejects f16, so the shard-split one is f32.)
     let dir = root.join("partitioned");
     fresh_dir(&dir)?;
     let part0 = [random_tensor(&mut rng, DType::F32, &[4, 4]), random_tensor(&mut rng, DType::F32, &[3, 4]), random_tensor(&mut rng, DType::F32, &[3, 4])];
@@ -86,7 +87,7 @@ pub fn write_all(root: &Path) -> Result<()> {
         SaveItem { name: "whole", slice_spec: "", tensor: &whole },
     ];
     tf_io::save_v2(&prefix(&dir, "ckpt"), &items)?;
-    let halves = [random_tensor(&mut rng, DType::F16, &[3, 6]), random_tensor(&mut rng, DType::F16, &[3, 6])];
+    let halves = [random_tensor(&mut rng, DType::F32, &[3, 6]), random_tensor(&mut rng, DType::F32, &[3, 6])];
     let a = prefix(&dir, "tmp-a");
     let b = prefix(&dir, "tmp-b");
     tf_io::save_v2(&a, &[SaveItem { name: "emb", slice_spec: "6 6 0,3:-", tensor: &halves[0] }])?;
