@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use serde_json::json;
-use tfconv_models::bert::{BertConfig, Head};
+use tfconv_models::bert::{tf2_name, BertConfig, Head};
 
 use crate::error::{Error, Result};
 use crate::source::DType;
@@ -163,3 +163,87 @@ pub fn write_bert_checkpoint(prefix: &Path, cfg: &BertConfig, head: Head, seed: 
     Ok(())
 }
 
+
+/// Object paths (after `model/`) and shapes of TF Model Garden v2.3.0's `TransformerEncoder` as
+/// `tf.train.Checkpoint(model=encoder)` saves it: Keras numbers the layers that own weights,
+/// einsum kernels keep the heads as an axis, and the attention's output projection is saved under
+/// the Transformer layer's `_attention_output_dense` alias, its shortest object path.
+pub fn bert_tf2_variables(cfg: &BertConfig) -> Vec<(String, Vec<usize>)> {
+    let (h, i, v, p, t) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, cfg.max_position_embeddings, cfg.type_vocab_size);
+    let (n, dh) = (cfg.num_attention_heads, cfg.head_dim());
+    let mut vars = vec![
+        ("layer_with_weights-0/embeddings".to_string(), vec![v, h]),
+        ("layer_with_weights-1/embeddings".into(), vec![p, h]),
+        ("layer_with_weights-2/embeddings".into(), vec![t, h]),
+        ("layer_with_weights-3/gamma".into(), vec![h]),
+        ("layer_with_weights-3/beta".into(), vec![h]),
+    ];
+    for l in 0..cfg.num_hidden_layers {
+        let pre = format!("layer_with_weights-{}", l + 4);
+        for proj in ["_query_dense", "_key_dense", "_value_dense"] {
+            vars.push((format!("{pre}/_attention_layer/{proj}/kernel"), vec![h, n, dh]));
+            vars.push((format!("{pre}/_attention_layer/{proj}/bias"), vec![n, dh]));
+        }
+        vars.push((format!("{pre}/_attention_output_dense/kernel"), vec![n, dh, h]));
+        vars.push((format!("{pre}/_attention_output_dense/bias"), vec![h]));
+        vars.push((format!("{pre}/_attention_layer_norm/gamma"), vec![h]));
+        vars.push((format!("{pre}/_attention_layer_norm/beta"), vec![h]));
+        vars.push((format!("{pre}/_intermediate_dense/kernel"), vec![h, i]));
+        vars.push((format!("{pre}/_intermediate_dense/bias"), vec![i]));
+        vars.push((format!("{pre}/_output_dense/kernel"), vec![i, h]));
+        vars.push((format!("{pre}/_output_dense/bias"), vec![h]));
+        vars.push((format!("{pre}/_output_layer_norm/gamma"), vec![h]));
+        vars.push((format!("{pre}/_output_layer_norm/beta"), vec![h]));
+    }
+    let pooler = format!("layer_with_weights-{}", cfg.num_hidden_layers + 4);
+    vars.push((format!("{pooler}/kernel"), vec![h, h]));
+    vars.push((format!("{pooler}/bias"), vec![h]));
+    vars
+}
+
+/// A minimal serialized `TrackableObjectGraph` (root → `model`, `save_counter`): the checkpoint
+/// holds proto bytes there, which the converter must skip, never read as a weight.
+fn object_graph_bytes() -> Vec<u8> {
+    // Protobuf length-delimited field `field` holding `body` (all lengths here are < 128).
+    let field = |field: u8, body: &[u8]| [&[field << 3 | 2, body.len() as u8][..], body].concat();
+    let child = |id: u8, name: &str| [&[1 << 3, id][..], &field(2, name.as_bytes())].concat();
+    let root = [field(1, &child(1, "model")), field(1, &child(2, "save_counter"))].concat();
+    field(1, &root)
+}
+
+/// Writes a TF2 object-based BERT checkpoint with TF's SaveV2 under Model Garden v2.3.0's names,
+/// with the object graph and `save_counter` every `tf.train.Checkpoint` holds; with
+/// `trainer_state` also Adam's `iter` and the `m`/`v` slots of the first and last variables.
+pub fn write_bert_tf2_checkpoint(prefix: &Path, cfg: &BertConfig, seed: u64, trainer_state: bool) -> Result<()> {
+    let mut rng = Rng::new(seed);
+    let mut tensors: Vec<(String, HostTensor)> = Vec::new();
+    let vars = bert_tf2_variables(cfg);
+    let with_slots = if trainer_state { vec![vars[0].0.clone(), vars[vars.len() - 1].0.clone()] } else { Vec::new() };
+    for (path, shape) in vars {
+        // Draw values as for the TF1 matrix the einsum kernel flattens to, so fan-in is right:
+        // [H, N, Dh] contracts its first axis, the attention output [N, Dh, H] its first two.
+        let as_matrix = match shape.as_slice() {
+            [a, b, c] if path.contains("_attention_output") => vec![a * b, *c],
+            [a, b, c] => vec![*a, b * c],
+            s => s.to_vec(),
+        };
+        let values = init_values(&mut rng, &path, &as_matrix);
+        if with_slots.contains(&path) {
+            for slot in ["m", "v"] {
+                let slot_values: Vec<f32> = values.iter().map(|_| rng.uniform(1e-3).abs()).collect();
+                let name = tf2_name(&format!("{path}/.OPTIMIZER_SLOT/optimizer/{slot}"));
+                tensors.push((name, HostTensor::f32(shape.clone(), &slot_values)));
+            }
+        }
+        tensors.push((tf2_name(&path), HostTensor::f32(shape, &values)));
+    }
+    let int64 = |v: i64| HostTensor::new(DType::I64, vec![], v.to_le_bytes().to_vec());
+    if trainer_state {
+        tensors.push(("optimizer/iter/.ATTRIBUTES/VARIABLE_VALUE".into(), int64(10_000)));
+    }
+    tensors.push(("save_counter/.ATTRIBUTES/VARIABLE_VALUE".into(), int64(1)));
+    tensors.push(("_CHECKPOINTABLE_OBJECT_GRAPH".into(), HostTensor::strings(vec![], vec![object_graph_bytes()])));
+    let items: Vec<SaveItem> = tensors.iter().map(|(n, t)| SaveItem { name: n, slice_spec: "", tensor: t }).collect();
+    tf_io::save_v2(prefix.to_str().ok_or_else(|| Error::Output(format!("{}: path is not UTF-8", prefix.display())))?, &items)?;
+    Ok(())
+}

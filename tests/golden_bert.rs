@@ -81,11 +81,13 @@ fn hf_keys(head: Head, layers: usize) -> BTreeSet<String> {
     keys.into_iter().collect()
 }
 
-const CASES: [(&str, Head); 4] = [
+const CASES: [(&str, Head); 5] = [
     ("bert", Head::PreTraining),
     ("bert-classifier", Head::SequenceClassification { num_labels: 3 }),
     ("bert-squad", Head::QuestionAnswering),
     ("bert-encoder", Head::Base),
+    // TF Model Garden v2.3.0 object-based checkpoint: encoder only.
+    ("bert-tf2", Head::Base),
 ];
 
 #[test]
@@ -118,12 +120,14 @@ fn output_keys_are_what_save_pretrained_writes_and_values_are_exact_transforms()
         assert_eq!(meta.metadata().as_ref().unwrap().get("format").map(String::as_str), Some("pt"));
 
         // Every tensor equals its source, transposed exactly when the source is a dense kernel.
+        // A kernel of any rank (TF2 einsum kernels [H,N,Dh], [N,Dh,H]) is read row-major as the
+        // [in, out] matrix whose transpose the [out, in] target is.
         let ckpt = source::open(&golden(case).join("bert_model.ckpt")).unwrap();
         for m in &done.plan.mappings {
             let src = ckpt.read(&m.source).unwrap();
-            let info = ckpt.info(&m.source).unwrap();
-            let expected: Cow<[u8]> = if m.source.ends_with("/kernel") {
-                let (rows, cols) = (info.shape[0], info.shape[1]);
+            let variable = m.source.trim_end_matches("/.ATTRIBUTES/VARIABLE_VALUE");
+            let expected: Cow<[u8]> = if variable.ends_with("/kernel") {
+                let (rows, cols) = (m.shape[1], m.shape[0]);
                 let mut out = vec![0u8; src.len()];
                 for r in 0..rows {
                     for c in 0..cols {
@@ -138,6 +142,27 @@ fn output_keys_are_what_save_pretrained_writes_and_values_are_exact_transforms()
             assert!(t.data() == expected.as_ref(), "{case}: {} is not the exact transform of {}", m.target, m.source);
         }
     }
+}
+
+#[test]
+fn tf2_checkpoint_is_detected_skips_trainer_state_and_names_model_garden_gelu() {
+    let dir = tempfile::tempdir().unwrap();
+    let done = convert(&options("bert-tf2", dir.path().join("out"), DType::F32)).unwrap();
+    assert_eq!(done.arch.model_type(), "bert", "detected without --model-type");
+    let skipped: BTreeSet<&str> = done.plan.skipped.iter().map(|(n, _)| n.as_str()).collect();
+    for name in [
+        "_CHECKPOINTABLE_OBJECT_GRAPH",
+        "save_counter/.ATTRIBUTES/VARIABLE_VALUE",
+        "optimizer/iter/.ATTRIBUTES/VARIABLE_VALUE",
+        "model/layer_with_weights-0/embeddings/.OPTIMIZER_SLOT/optimizer/m/.ATTRIBUTES/VARIABLE_VALUE",
+        "model/layer_with_weights-0/embeddings/.OPTIMIZER_SLOT/optimizer/v/.ATTRIBUTES/VARIABLE_VALUE",
+    ] {
+        assert!(skipped.contains(name), "{name} not skipped: {skipped:?}");
+    }
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(done.folder.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["architectures"][0], "BertModel");
+    // Model Garden's "gelu" is the tanh approximation; HF's "gelu" would be erf.
+    assert_eq!(config["hidden_act"], "gelu_new");
 }
 
 #[test]

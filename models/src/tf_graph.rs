@@ -258,6 +258,11 @@ impl GraphBuilder {
         })
         .map(Self::out)
     }
+    /// `tf.einsum` of two operands, as Keras' `EinsumDense` and Model Garden's attention use it.
+    pub fn einsum(&mut self, equation: &str, a: &Output, b: &Output) -> Result<Output> {
+        self.op_with_lists("Einsum", &[], &[&[a.clone(), b.clone()]], |nd| Ok(nd.set_attr_string("equation", equation)?))
+            .map(Self::out)
+    }
     pub fn bias_add(&mut self, x: &Output, bias: &Output) -> Result<Output> {
         self.apply("BiasAdd", &[x, bias])
     }

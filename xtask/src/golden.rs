@@ -8,20 +8,24 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use tfconv::tf_io;
-use tfconv_models::bert::{self, BertConfig, Head};
+use tfconv_models::bert::{self, BertConfig, Head, Layout};
 use tfconv_models::probe::{Outputs, Probes};
 
-use tfconv::synthetic::{tiny_bert_config, tiny_vocab, write_bert_checkpoint};
+use tfconv::synthetic::{tiny_bert_config, tiny_vocab, write_bert_checkpoint, write_bert_tf2_checkpoint};
 
 /// Seed of the probes stored with every golden case.
 pub const PROBE_SEED: u64 = 7;
 
-/// Runs the TF reference for a BERT checkpoint.
-pub fn bert_reference(prefix: &Path, cfg: &BertConfig, head: Head, probes: &Probes) -> Result<Outputs> {
+/// Runs the TF reference for a BERT checkpoint of `layout`; `cfg` is the original config.
+pub fn bert_reference(prefix: &Path, layout: Layout, cfg: &BertConfig, head: Head, probes: &Probes) -> Result<Outputs> {
     let ckpt = tfconv::source::open(prefix)?;
     let dtypes: HashMap<String, tensorflow::DataType> =
         ckpt.tensors().iter().map(|t| (t.name.clone(), tf_io::tf_dtype(t.dtype))).collect();
-    bert::reference::forward(prefix.to_str().context("non-UTF-8 path")?, &dtypes, cfg, head, probes)
+    let prefix = prefix.to_str().context("non-UTF-8 path")?;
+    match layout {
+        Layout::Tf1 => bert::reference::forward(prefix, &dtypes, cfg, head, probes),
+        Layout::Tf2Objects => bert::reference::forward_tf2(prefix, &dtypes, cfg, probes),
+    }
 }
 
 /// Stores named outputs as a safetensors file (f32), in forward order recorded in the metadata.
@@ -43,20 +47,22 @@ pub fn write_outputs(path: &Path, outputs: &Outputs) -> Result<()> {
 
 struct BertCase {
     dir: &'static str,
+    layout: Layout,
     head: Head,
     trainer_state: bool,
     seed: u64,
 }
 
 const BERT_CASES: &[BertCase] = &[
-    BertCase { dir: "bert", head: Head::PreTraining, trainer_state: true, seed: 1 },
-    BertCase { dir: "bert-classifier", head: Head::SequenceClassification { num_labels: 3 }, trainer_state: false, seed: 2 },
-    BertCase { dir: "bert-squad", head: Head::QuestionAnswering, trainer_state: false, seed: 3 },
-    BertCase { dir: "bert-encoder", head: Head::Base, trainer_state: false, seed: 4 },
+    BertCase { dir: "bert", layout: Layout::Tf1, head: Head::PreTraining, trainer_state: true, seed: 1 },
+    BertCase { dir: "bert-classifier", layout: Layout::Tf1, head: Head::SequenceClassification { num_labels: 3 }, trainer_state: false, seed: 2 },
+    BertCase { dir: "bert-squad", layout: Layout::Tf1, head: Head::QuestionAnswering, trainer_state: false, seed: 3 },
+    BertCase { dir: "bert-encoder", layout: Layout::Tf1, head: Head::Base, trainer_state: false, seed: 4 },
+    BertCase { dir: "bert-tf2", layout: Layout::Tf2Objects, head: Head::Base, trainer_state: true, seed: 5 },
 ];
 
 /// The golden case folders, for tasks that walk them.
-pub const CASES: &[&str] = &["bert", "bert-classifier", "bert-squad", "bert-encoder"];
+pub const CASES: &[&str] = &["bert", "bert-classifier", "bert-squad", "bert-encoder", "bert-tf2"];
 
 pub fn write_all(root: &Path) -> Result<()> {
     let config = tiny_bert_config();
@@ -68,12 +74,15 @@ pub fn write_all(root: &Path) -> Result<()> {
         }
         fs::create_dir_all(&dir)?;
         let prefix = dir.join("bert_model.ckpt");
-        write_bert_checkpoint(&prefix, &cfg, case.head, case.seed, case.trainer_state)?;
+        match case.layout {
+            Layout::Tf1 => write_bert_checkpoint(&prefix, &cfg, case.head, case.seed, case.trainer_state)?,
+            Layout::Tf2Objects => write_bert_tf2_checkpoint(&prefix, &cfg, case.seed, case.trainer_state)?,
+        }
         fs::write(dir.join("bert_config.json"), serde_json::to_string_pretty(&config)? + "\n")?;
         fs::write(dir.join("vocab.txt"), tiny_vocab(cfg.vocab_size))?;
         let probes = Probes::random(PROBE_SEED, 3, 16, cfg.vocab_size, cfg.type_vocab_size);
         fs::write(dir.join("probes.json"), serde_json::to_string(&probes)? + "\n")?;
-        let outputs = bert_reference(&prefix, &cfg, case.head, &probes)?;
+        let outputs = bert_reference(&prefix, case.layout, &cfg, case.head, &probes)?;
         write_outputs(&dir.join("expected.safetensors"), &outputs)?;
         println!("golden/{}: {} outputs from TensorFlow {}", case.dir, outputs.0.len(), tfconv::tf_runtime::version()?);
     }

@@ -1,4 +1,5 @@
-//! BERT (google-research/bert) → `BertForPreTraining` and its fine-tuned heads.
+//! BERT (google-research/bert) → `BertForPreTraining` and its fine-tuned heads; TF Model Garden
+//! ≤ v2.3.0 object-based checkpoints of the same encoder → `BertModel`.
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -96,9 +97,53 @@ pub fn detect_head(vars: &[SourceVar]) -> Head {
     }
 }
 
-/// Whether a checkpoint looks like BERT's (used for --model-type detection).
+/// How a checkpoint names BERT's variables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    /// google-research/bert's TF1 variable scopes: `bert/encoder/layer_0/attention/self/query/kernel`.
+    Tf1,
+    /// A `tf.train.Checkpoint(model=encoder)` of TF Model Garden ≤ v2.3.0's Keras encoder: object
+    /// paths such as `model/layer_with_weights-4/_attention_layer/_query_dense/kernel`, each followed
+    /// by `/.ATTRIBUTES/VARIABLE_VALUE`.
+    Tf2Objects,
+}
+
+impl Layout {
+    pub fn detect(vars: &[SourceVar]) -> Layout {
+        let tf2 = vars.iter().any(|v| v.name.starts_with("model/layer_with_weights-") && v.name.ends_with(TF2_VALUE));
+        if tf2 {
+            Layout::Tf2Objects
+        } else {
+            Layout::Tf1
+        }
+    }
+}
+
+const TF2_VALUE: &str = "/.ATTRIBUTES/VARIABLE_VALUE";
+
+/// The checkpoint key of the variable at object path `path` under the saved `model`.
+pub fn tf2_name(path: &str) -> String {
+    format!("model/{path}{TF2_VALUE}")
+}
+
+/// Whether a checkpoint looks like BERT's (used for --model-type detection): TF1 scopes, or a
+/// TF2 encoder whose first layer is an embedding and whose layers hold `_attention_layer`s.
 pub fn looks_like(vars: &[SourceVar]) -> bool {
-    vars.iter().any(|v| v.name == "bert/embeddings/word_embeddings")
+    let has = |name: &str| vars.iter().any(|v| v.name == name);
+    has("bert/embeddings/word_embeddings")
+        || (has(&tf2_name("layer_with_weights-0/embeddings")) && vars.iter().any(|v| v.name.contains("/_attention_layer/")))
+}
+
+/// The HF `hidden_act` for what the original code computes for its config's `hidden_act`. Model
+/// Garden's `tf_utils.get_activation("gelu")` is `official.modeling.activations.gelu`, which up to
+/// v2.3.0 is the tanh approximation (HF `gelu_new`), not the erf GELU HF's "gelu" means; HF's own
+/// TF2 converter keeps "gelu" and so changes the model it converts.
+pub fn hf_hidden_act(layout: Layout, original: &str) -> String {
+    match (layout, original) {
+        (Layout::Tf2Objects, "gelu") => "gelu_new".into(),
+        _ => original.into(),
+    }
 }
 
 impl Head {
@@ -186,6 +231,62 @@ pub fn plan(cfg: &BertConfig, head: Head, vars: &[SourceVar]) -> Result<Plan, Pl
     b.finish(role)
 }
 
+/// The TF2 object-name table (architectures.md §1.3) into `BertModel`: Model Garden ≤ v2.3.0
+/// checkpoints hold the encoder only. Its attention projections are einsum kernels that keep the
+/// heads as an axis (query/key/value [H, N, Dh] with biases [N, Dh], output [N, Dh, H]); read
+/// row-major they are the TF1 [in, out] matrices, so a reshape precedes the usual transpose.
+pub fn plan_tf2(cfg: &BertConfig, vars: &[SourceVar]) -> Result<Plan, PlanError> {
+    use Transform::{Reshape, Transpose};
+    let (h, i, v, p, t) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, cfg.max_position_embeddings, cfg.type_vocab_size);
+    if cfg.num_attention_heads == 0 || h % cfg.num_attention_heads != 0 {
+        return Err(PlanError::Other(format!(
+            "hidden_size {h} is not a multiple of num_attention_heads {}",
+            cfg.num_attention_heads
+        )));
+    }
+    let layer = |k: usize, path: &str| tf2_name(&format!("layer_with_weights-{k}/{path}"));
+    let mut b = PlanBuilder::new(vars);
+    b.map("embeddings.word_embeddings.weight", layer(0, "embeddings"), vec![], vec![v, h]);
+    b.map("embeddings.position_embeddings.weight", layer(1, "embeddings"), vec![], vec![p, h]);
+    b.map("embeddings.token_type_embeddings.weight", layer(2, "embeddings"), vec![], vec![t, h]);
+    b.map("embeddings.LayerNorm.weight", layer(3, "gamma"), vec![], vec![h]);
+    b.map("embeddings.LayerNorm.bias", layer(3, "beta"), vec![], vec![h]);
+    for l in 0..cfg.num_hidden_layers {
+        let k = l + 4;
+        let dst = format!("encoder.layer.{l}");
+        for (proj, src) in [("query", "_query_dense"), ("key", "_key_dense"), ("value", "_value_dense")] {
+            let src = format!("_attention_layer/{src}");
+            b.map(format!("{dst}.attention.self.{proj}.weight"), layer(k, &format!("{src}/kernel")), vec![Reshape(vec![h, h]), Transpose], vec![h, h]);
+            b.map(format!("{dst}.attention.self.{proj}.bias"), layer(k, &format!("{src}/bias")), vec![Reshape(vec![h])], vec![h]);
+        }
+        // v2.3.0's Transformer layer keeps its attention's output projection also as
+        // `_attention_output_dense`, and a checkpoint names each variable by its shortest object
+        // path, so that alias wins; layers without the alias save `_attention_layer/_output_dense`.
+        let out = ["_attention_output_dense", "_attention_layer/_output_dense"]
+            .into_iter()
+            .find(|o| b.has(&layer(k, &format!("{o}/kernel"))))
+            .unwrap_or("_attention_output_dense");
+        b.map(format!("{dst}.attention.output.dense.weight"), layer(k, &format!("{out}/kernel")), vec![Reshape(vec![h, h]), Transpose], vec![h, h]);
+        b.map(format!("{dst}.attention.output.dense.bias"), layer(k, &format!("{out}/bias")), vec![], vec![h]);
+        let dense = |b: &mut PlanBuilder, dst_mod: &str, src_mod: &str, out: usize, inp: usize| {
+            b.map(format!("{dst}.{dst_mod}.weight"), layer(k, &format!("{src_mod}/kernel")), vec![Transpose], vec![out, inp]);
+            b.map(format!("{dst}.{dst_mod}.bias"), layer(k, &format!("{src_mod}/bias")), vec![], vec![out]);
+        };
+        let norm = |b: &mut PlanBuilder, dst_mod: &str, src_mod: &str| {
+            b.map(format!("{dst}.{dst_mod}.weight"), layer(k, &format!("{src_mod}/gamma")), vec![], vec![h]);
+            b.map(format!("{dst}.{dst_mod}.bias"), layer(k, &format!("{src_mod}/beta")), vec![], vec![h]);
+        };
+        norm(&mut b, "attention.output.LayerNorm", "_attention_layer_norm");
+        dense(&mut b, "intermediate.dense", "_intermediate_dense", i, h);
+        dense(&mut b, "output.dense", "_output_dense", h, i);
+        norm(&mut b, "output.LayerNorm", "_output_layer_norm");
+    }
+    let pooler = cfg.num_hidden_layers + 4;
+    b.map("pooler.dense.weight", layer(pooler, "kernel"), vec![Transpose], vec![h, h]);
+    b.map("pooler.dense.bias", layer(pooler, "bias"), vec![], vec![h]);
+    b.finish(role)
+}
+
 /// HF's config.json: every original key kept, plus what HF needs to reproduce the original's
 /// numerics and pick the class (architectures.md §1.4).
 pub fn hf_config(original: &serde_json::Value, cfg: &BertConfig, head: Head, dtype: &str, finetuning_task: Option<&str>) -> serde_json::Value {
@@ -217,17 +318,25 @@ pub fn hf_config(original: &serde_json::Value, cfg: &BertConfig, head: Head, dty
     serde_json::Value::Object(out)
 }
 
-/// BERT for one checkpoint: its config, head and the original config file's contents.
+/// BERT for one checkpoint: its HF config, head, variable layout and the original config file's
+/// contents.
 pub struct Bert {
     pub cfg: BertConfig,
     pub head: Head,
+    pub layout: Layout,
     original: serde_json::Value,
 }
 
 impl Bert {
     pub fn from_original(original: &serde_json::Value, vars: &[SourceVar]) -> Result<Bert, String> {
-        let cfg: BertConfig = serde_json::from_value(original.clone()).map_err(|e| format!("bert config: {e}"))?;
-        Ok(Bert { cfg, head: detect_head(vars), original: original.clone() })
+        let mut cfg: BertConfig = serde_json::from_value(original.clone()).map_err(|e| format!("bert config: {e}"))?;
+        let layout = Layout::detect(vars);
+        cfg.hidden_act = hf_hidden_act(layout, &cfg.hidden_act);
+        let head = match layout {
+            Layout::Tf1 => detect_head(vars),
+            Layout::Tf2Objects => Head::Base,
+        };
+        Ok(Bert { cfg, head, layout, original: original.clone() })
     }
 
     pub fn from_hf_config(config: &serde_json::Value) -> Result<Bert, String> {
@@ -243,7 +352,8 @@ impl Bert {
             "BertModel" => Head::Base,
             other => return Err(format!("BERT class '{other}' is not supported")),
         };
-        Ok(Bert { cfg, head, original: config.clone() })
+        // The layout only matters for reading a checkpoint, which an HF folder is not.
+        Ok(Bert { cfg, head, layout: Layout::Tf1, original: config.clone() })
     }
 }
 
@@ -264,7 +374,10 @@ impl crate::arch::Architecture for Bert {
         self.head.class_name()
     }
     fn plan(&self, vars: &[SourceVar]) -> Result<Plan, PlanError> {
-        plan(&self.cfg, self.head, vars)
+        match self.layout {
+            Layout::Tf1 => plan(&self.cfg, self.head, vars),
+            Layout::Tf2Objects => plan_tf2(&self.cfg, vars),
+        }
     }
     fn hf_config(&self, dtype: &str, finetuning_task: Option<&str>) -> serde_json::Value {
         hf_config(&self.original, &self.cfg, self.head, dtype, finetuning_task)
@@ -314,6 +427,73 @@ impl crate::arch::Architecture for Bert {
         dtypes: &std::collections::HashMap<String, tensorflow::DataType>,
         probes: &Probes,
     ) -> anyhow::Result<crate::probe::Outputs> {
-        reference::forward(prefix, dtypes, &self.cfg, self.head, probes)
+        match self.layout {
+            Layout::Tf1 => reference::forward(prefix, dtypes, &self.cfg, self.head, probes),
+            // The reference reads hidden_act as Model Garden does, so it gets the original config.
+            Layout::Tf2Objects => {
+                let original: BertConfig = serde_json::from_value(self.original.clone())?;
+                reference::forward_tf2(prefix, dtypes, &original, probes)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> BertConfig {
+        serde_json::from_value(json!({
+            "vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "intermediate_size": 12, "max_position_embeddings": 6
+        }))
+        .unwrap()
+    }
+
+    /// A Model Garden encoder's variables with the attention output saved under `attention_output`.
+    fn tf2_vars(attention_output: &str) -> Vec<SourceVar> {
+        let var = |path: &str, shape: &[usize]| SourceVar { name: tf2_name(path), shape: shape.to_vec() };
+        let mut vars = vec![
+            var("layer_with_weights-0/embeddings", &[10, 8]),
+            var("layer_with_weights-1/embeddings", &[6, 8]),
+            var("layer_with_weights-2/embeddings", &[2, 8]),
+            var("layer_with_weights-3/gamma", &[8]),
+            var("layer_with_weights-3/beta", &[8]),
+            var("layer_with_weights-5/kernel", &[8, 8]),
+            var("layer_with_weights-5/bias", &[8]),
+            SourceVar { name: "_CHECKPOINTABLE_OBJECT_GRAPH".into(), shape: vec![] },
+            SourceVar { name: "save_counter/.ATTRIBUTES/VARIABLE_VALUE".into(), shape: vec![] },
+        ];
+        for p in ["_query_dense", "_key_dense", "_value_dense"] {
+            vars.push(var(&format!("layer_with_weights-4/_attention_layer/{p}/kernel"), &[8, 2, 4]));
+            vars.push(var(&format!("layer_with_weights-4/_attention_layer/{p}/bias"), &[2, 4]));
+        }
+        vars.push(var(&format!("layer_with_weights-4/{attention_output}/kernel"), &[2, 4, 8]));
+        vars.push(var(&format!("layer_with_weights-4/{attention_output}/bias"), &[8]));
+        for (m, w, shape) in [("_intermediate_dense", "kernel", [8, 12]), ("_output_dense", "kernel", [12, 8])] {
+            vars.push(var(&format!("layer_with_weights-4/{m}/{w}"), &shape));
+            vars.push(var(&format!("layer_with_weights-4/{m}/bias"), &shape[1..]));
+        }
+        for n in ["_attention_layer_norm", "_output_layer_norm"] {
+            vars.push(var(&format!("layer_with_weights-4/{n}/gamma"), &[8]));
+            vars.push(var(&format!("layer_with_weights-4/{n}/beta"), &[8]));
+        }
+        vars
+    }
+
+    #[test]
+    fn tf2_layout_is_detected_and_both_attention_output_spellings_map() {
+        for spelling in ["_attention_output_dense", "_attention_layer/_output_dense"] {
+            let vars = tf2_vars(spelling);
+            assert!(looks_like(&vars));
+            let bert = Bert::from_original(&serde_json::to_value(tiny()).unwrap(), &vars).unwrap();
+            assert_eq!((bert.layout, bert.head, bert.cfg.hidden_act.as_str()), (Layout::Tf2Objects, Head::Base, "gelu_new"));
+            let plan = crate::arch::Architecture::plan(&bert, &vars).unwrap();
+            let out = plan.mappings.iter().find(|m| m.target == "encoder.layer.0.attention.output.dense.weight").unwrap();
+            assert!(out.source.contains(spelling), "{spelling}: {}", out.source);
+            assert_eq!(out.transforms, vec![Transform::Reshape(vec![8, 8]), Transform::Transpose]);
+            assert_eq!(plan.mappings.len(), 5 + 16 + 2);
+            assert_eq!(plan.skipped.len(), 2);
+        }
     }
 }

@@ -2,13 +2,15 @@
 //! `run_classifier.py`, `run_squad.py`) rebuilt as one TensorFlow graph that restores the
 //! ORIGINAL checkpoint by its ORIGINAL variable names. It is the reference the candle model
 //! is compared against, so it follows the original operation order rather than HF's.
+//! [`forward_tf2`] does the same for TF Model Garden ≤ v2.3.0's Keras encoder and its TF2
+//! object-based checkpoints.
 
 use std::collections::HashMap;
 
 use anyhow::{bail, Context, Result};
 use tensorflow::{DataType, Output};
 
-use super::{BertConfig, Head};
+use super::{tf2_name, BertConfig, Head};
 use crate::probe::{Outputs, Probes};
 use crate::tf_graph::{Feed, GraphBuilder};
 
@@ -65,8 +67,67 @@ fn variable_names(cfg: &BertConfig, head: Head) -> Vec<String> {
 struct Vars(HashMap<String, Output>);
 
 impl Vars {
+    /// Restores `names` with one RestoreV2; `dtypes` gives stored dtypes (absent ones: float32).
+    fn restore(g: &mut GraphBuilder, prefix: &str, dtypes: &HashMap<String, DataType>, names: Vec<String>) -> Result<Vars> {
+        let requests: Vec<(String, DataType)> = names
+            .into_iter()
+            .map(|name| {
+                let dtype = dtypes.get(&name).copied().unwrap_or(DataType::Float);
+                (name, dtype)
+            })
+            .collect();
+        Ok(Vars(g.restore_f32(prefix, &requests)?))
+    }
+
     fn get(&self, name: &str) -> Result<&Output> {
         self.0.get(name).with_context(|| format!("variable {name} was not restored"))
+    }
+}
+
+fn check_sizes(cfg: &BertConfig, probes: &Probes) -> Result<()> {
+    let (h, n) = (cfg.hidden_size, cfg.num_attention_heads);
+    if n == 0 || h % n != 0 {
+        bail!("hidden_size {h} is not a multiple of num_attention_heads {n}");
+    }
+    if probes.seq_len > cfg.max_position_embeddings {
+        bail!("probe length {} exceeds max_position_embeddings {}", probes.seq_len, cfg.max_position_embeddings);
+    }
+    Ok(())
+}
+
+/// The probe placeholders: token ids, token type ids (int32) and the float input mask, [B, S].
+struct Inputs {
+    ids: Output,
+    types: Output,
+    mask: Output,
+}
+
+impl Inputs {
+    fn new(g: &mut GraphBuilder) -> Result<Inputs> {
+        Ok(Inputs {
+            ids: g.placeholder("input_ids", DataType::Int32)?,
+            types: g.placeholder("token_type_ids", DataType::Int32)?,
+            mask: g.placeholder("input_mask", DataType::Float)?,
+        })
+    }
+
+    /// Feeds `probes` and fetches the named outputs.
+    fn run(&self, g: &GraphBuilder, probes: &Probes, fetches: &[(String, Output)]) -> Result<Outputs> {
+        let (b, s) = (probes.batch, probes.seq_len);
+        let to_i32 = |v: &[i64]| -> Result<Vec<i32>> {
+            v.iter().map(|&x| i32::try_from(x).context("probe id does not fit in int32")).collect()
+        };
+        let ids = Feed::i32(&[b, s], &to_i32(&probes.input_ids)?)?;
+        let types = Feed::i32(&[b, s], &to_i32(&probes.token_type_ids)?)?;
+        let mask_values: Vec<f32> = probes.attention_mask.iter().map(|&m| m as f32).collect();
+        let mask = Feed::f32(&[b, s], &mask_values)?;
+        let fetch_refs: Vec<&Output> = fetches.iter().map(|(_, o)| o).collect();
+        let results = g.run(&[(&self.ids, &ids), (&self.types, &types), (&self.mask, &mask)], &fetch_refs)?;
+        let mut outputs = Outputs::default();
+        for ((name, _), (shape, values)) in fetches.iter().zip(results) {
+            outputs.push(name.clone(), shape, values);
+        }
+        Ok(outputs)
     }
 }
 
@@ -80,37 +141,22 @@ pub fn forward(
     head: Head,
     probes: &Probes,
 ) -> Result<Outputs> {
+    check_sizes(cfg, probes)?;
     let (b, s, h) = (probes.batch, probes.seq_len, cfg.hidden_size);
     let (n, dh) = (cfg.num_attention_heads, cfg.head_dim());
-    if n == 0 || n * dh != h {
-        bail!("hidden_size {h} is not a multiple of num_attention_heads {n}");
-    }
-    if s > cfg.max_position_embeddings {
-        bail!("probe length {s} exceeds max_position_embeddings {}", cfg.max_position_embeddings);
-    }
     let bs = (b * s) as i32;
 
     let mut g = GraphBuilder::new();
-    let requests: Vec<(String, DataType)> = variable_names(cfg, head)
-        .into_iter()
-        .map(|name| {
-            let dtype = variable_dtypes.get(&name).copied().unwrap_or(DataType::Float);
-            (name, dtype)
-        })
-        .collect();
-    let vars = Vars(g.restore_f32(checkpoint_prefix, &requests)?);
+    let vars = Vars::restore(&mut g, checkpoint_prefix, variable_dtypes, variable_names(cfg, head))?;
     let var = |name: &str| vars.get(name).cloned();
-
-    let ids_ph = g.placeholder("input_ids", DataType::Int32)?;
-    let types_ph = g.placeholder("token_type_ids", DataType::Int32)?;
-    let mask_ph = g.placeholder("input_mask", DataType::Float)?;
+    let inputs = Inputs::new(&mut g)?;
 
     let mut fetches: Vec<(String, Output)> = Vec::new();
 
     // embedding_postprocessor(embedding_lookup(...)): word + token type, then + positions, then LayerNorm.
     let word_table = var("bert/embeddings/word_embeddings")?;
-    let words = g.gather(&word_table, &ids_ph)?; // [B, S, H]
-    let types = g.gather(&var("bert/embeddings/token_type_embeddings")?, &types_ph)?;
+    let words = g.gather(&word_table, &inputs.ids)?; // [B, S, H]
+    let types = g.gather(&var("bert/embeddings/token_type_embeddings")?, &inputs.types)?;
     let x = g.add(&words, &types)?;
     let positions = g.slice(&var("bert/embeddings/position_embeddings")?, &[0, 0], &[s as i32, -1])?;
     let positions = g.reshape(&positions, &[1, s as i32, h as i32])?;
@@ -124,7 +170,7 @@ pub fn forward(
     fetches.push(("embeddings".into(), x.clone()));
 
     // transformer_model: everything as [B·S, H] matrices.
-    let adder = g.attention_adder(&mask_ph, b, s)?;
+    let adder = g.attention_adder(&inputs.mask, b, s)?;
     let scale = (1.0 / (dh as f64).sqrt()) as f32;
     let mut prev = g.reshape(&x, &[bs, h as i32])?;
     for i in 0..cfg.num_hidden_layers {
@@ -214,20 +260,124 @@ pub fn forward(
         }
         Head::Base => {}
     }
+    inputs.run(&g, probes, &fetches)
+}
 
-    let to_i32 = |v: &[i64]| -> Result<Vec<i32>> {
-        v.iter().map(|&x| i32::try_from(x).context("probe id does not fit in int32")).collect()
-    };
-    let ids = Feed::i32(&[b, s], &to_i32(&probes.input_ids)?)?;
-    let types = Feed::i32(&[b, s], &to_i32(&probes.token_type_ids)?)?;
-    let mask_values: Vec<f32> = probes.attention_mask.iter().map(|&m| m as f32).collect();
-    let mask = Feed::f32(&[b, s], &mask_values)?;
-
-    let fetch_refs: Vec<&Output> = fetches.iter().map(|(_, o)| o).collect();
-    let results = g.run(&[(&ids_ph, &ids), (&types_ph, &types), (&mask_ph, &mask)], &fetch_refs)?;
-    let mut outputs = Outputs::default();
-    for ((name, _), (shape, values)) in fetches.iter().zip(results) {
-        outputs.push(name.clone(), shape, values);
+/// The object path of every variable Model Garden ≤ v2.3.0's `TransformerEncoder` holds, as
+/// `tf.train.Checkpoint(model=encoder)` names it; `attention_output` is the spelling of the
+/// attention's output projection this checkpoint uses (see `bert::plan_tf2`).
+fn tf2_variable_names(cfg: &BertConfig, attention_output: &str) -> Vec<String> {
+    let mut v: Vec<String> = ["0/embeddings", "1/embeddings", "2/embeddings", "3/gamma", "3/beta"]
+        .iter()
+        .map(|n| format!("layer_with_weights-{n}"))
+        .collect();
+    for l in 0..cfg.num_hidden_layers {
+        for n in ["_query_dense", "_key_dense", "_value_dense"] {
+            for w in ["kernel", "bias"] {
+                v.push(format!("layer_with_weights-{}/_attention_layer/{n}/{w}", l + 4));
+            }
+        }
+        for n in [
+            &format!("{attention_output}/kernel"),
+            &format!("{attention_output}/bias"),
+            "_attention_layer_norm/gamma",
+            "_attention_layer_norm/beta",
+            "_intermediate_dense/kernel",
+            "_intermediate_dense/bias",
+            "_output_dense/kernel",
+            "_output_dense/bias",
+            "_output_layer_norm/gamma",
+            "_output_layer_norm/beta",
+        ] {
+            v.push(format!("layer_with_weights-{}/{n}", l + 4));
+        }
     }
-    Ok(outputs)
+    let pooler = cfg.num_hidden_layers + 4;
+    v.extend([format!("layer_with_weights-{pooler}/kernel"), format!("layer_with_weights-{pooler}/bias")]);
+    v.into_iter().map(|path| tf2_name(&path)).collect()
+}
+
+/// Model Garden's `tf_utils.get_activation` for a config's `hidden_act`: its "gelu" is
+/// `official.modeling.activations.gelu`, the tanh approximation up to v2.3.0; other names are
+/// Keras activations.
+fn model_garden_activation(g: &mut GraphBuilder, name: &str, x: &Output) -> Result<Output> {
+    match name {
+        "gelu" => g.gelu_tanh(x),
+        "relu" => g.relu(x),
+        other => bail!("Model Garden activation {other:?} is not supported (supported: gelu, relu)"),
+    }
+}
+
+/// Runs Model Garden ≤ v2.3.0's BERT encoder (networks/transformer_encoder.py with
+/// layers/transformer.py and layers/attention.py) in TensorFlow on `probes`, restoring the TF2
+/// object-based checkpoint at `checkpoint_prefix` by its own names. `cfg` is the original
+/// `bert_config.json`; its `hidden_act` is read as Model Garden reads it. Outputs are named as
+/// the TF1 encoder's: "embeddings", "layer.{i}", "pooler".
+pub fn forward_tf2(
+    checkpoint_prefix: &str,
+    variable_dtypes: &HashMap<String, DataType>,
+    cfg: &BertConfig,
+    probes: &Probes,
+) -> Result<Outputs> {
+    check_sizes(cfg, probes)?;
+    let (b, s, h) = (probes.batch, probes.seq_len, cfg.hidden_size);
+    let attention_output = ["_attention_output_dense", "_attention_layer/_output_dense"]
+        .into_iter()
+        .find(|o| variable_dtypes.contains_key(&tf2_name(&format!("layer_with_weights-4/{o}/kernel"))))
+        .unwrap_or("_attention_output_dense");
+
+    let mut g = GraphBuilder::new();
+    let vars = Vars::restore(&mut g, checkpoint_prefix, variable_dtypes, tf2_variable_names(cfg, attention_output))?;
+    let var = |k: usize, path: &str| vars.get(&tf2_name(&format!("layer_with_weights-{k}/{path}"))).cloned();
+    let inputs = Inputs::new(&mut g)?;
+    let mut fetches: Vec<(String, Output)> = Vec::new();
+
+    // Add()([word, position, type]) sums left to right, then LayerNormalization(epsilon=1e-12).
+    // The type embedding uses one_hot·table, which selects rows exactly as a gather does.
+    let words = g.gather(&var(0, "embeddings")?, &inputs.ids)?;
+    let positions = g.slice(&var(1, "embeddings")?, &[0, 0], &[s as i32, -1])?;
+    let positions = g.reshape(&positions, &[1, s as i32, h as i32])?;
+    let types = g.gather(&var(2, "embeddings")?, &inputs.types)?;
+    let x = g.add(&words, &positions)?;
+    let x = g.add(&x, &types)?;
+    let mut x = g.layer_norm(&x, &var(3, "gamma")?, &var(3, "beta")?, cfg.layer_norm_eps)?;
+    fetches.push(("embeddings".into(), x.clone()));
+
+    // SelfAttentionMask + MaskedSoftmax: (1 - mask) · -10000 added to the [B, N, S, S] scores.
+    let adder = g.attention_adder(&inputs.mask, b, s)?;
+    let scale = g.scalar_f32((1.0 / (cfg.head_dim() as f64).sqrt()) as f32)?;
+    for l in 0..cfg.num_hidden_layers {
+        let k = l + 4;
+        let w = |name: &str| var(k, name);
+        // EinsumDense / DenseEinsum: einsum with the kernel, then `+= bias` (broadcast, not BiasAdd).
+        let einsum_dense = |g: &mut GraphBuilder, eq: &str, x: &Output, scope: &str| -> Result<Output> {
+            let y = g.einsum(eq, x, &w(&format!("{scope}/kernel"))?)?;
+            g.add(&y, &w(&format!("{scope}/bias"))?)
+        };
+        let q = einsum_dense(&mut g, "abc,cde->abde", &x, "_attention_layer/_query_dense")?;
+        let key = einsum_dense(&mut g, "abc,cde->abde", &x, "_attention_layer/_key_dense")?;
+        let v = einsum_dense(&mut g, "abc,cde->abde", &x, "_attention_layer/_value_dense")?;
+        let scores = g.einsum("aecd,abcd->acbe", &key, &q)?;
+        let scores = g.mul(&scores, &scale)?;
+        let scores = g.add(&scores, &adder)?;
+        let probs = g.softmax(&scores)?;
+        let ctx = g.einsum("acbe,aecd->abcd", &probs, &v)?;
+        let attn = einsum_dense(&mut g, "abcd,cde->abe", &ctx, attention_output)?;
+        let attn = g.add(&x, &attn)?;
+        let attn = g.layer_norm(&attn, &w("_attention_layer_norm/gamma")?, &w("_attention_layer_norm/beta")?, cfg.layer_norm_eps)?;
+        let inter = einsum_dense(&mut g, "abc,cd->abd", &attn, "_intermediate_dense")?;
+        let inter = model_garden_activation(&mut g, &cfg.hidden_act, &inter)?;
+        let out = einsum_dense(&mut g, "abc,cd->abd", &inter, "_output_dense")?;
+        let out = g.add(&out, &attn)?;
+        x = g.layer_norm(&out, &w("_output_layer_norm/gamma")?, &w("_output_layer_norm/beta")?, cfg.layer_norm_eps)?;
+        fetches.push((format!("layer.{l}"), x.clone()));
+    }
+
+    // Pooler: Dense(tanh) on the first token.
+    let first = g.slice(&x, &[0, 0, 0], &[-1, 1, -1])?;
+    let first = g.reshape(&first, &[b as i32, h as i32])?;
+    let pooler = cfg.num_hidden_layers + 4;
+    let d = g.dense(&first, &var(pooler, "kernel")?, Some(&var(pooler, "bias")?))?;
+    fetches.push(("pooler".into(), g.tanh(&d)?));
+    inputs.run(&g, probes, &fetches)
 }
