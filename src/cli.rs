@@ -100,6 +100,10 @@ struct VerifyArgs {
     /// The original checkpoint it claims to come from.
     #[arg(long, alias = "tf_checkpoint")]
     tf_checkpoint: PathBuf,
+    /// The original config file the reference is built from (default: bert_config.json beside
+    /// the checkpoint). The folder's own config.json is what is being checked, not the reference.
+    #[arg(long)]
+    config: Option<PathBuf>,
     #[command(flatten)]
     flags: VerifyFlags,
 }
@@ -233,10 +237,32 @@ fn run(command: Command) -> crate::Result<u8> {
             let text = std::fs::read(&config_path).map_err(|e| Error::io(&config_path, e))?;
             let config: serde_json::Value =
                 serde_json::from_slice(&text).map_err(|e| Error::input(&config_path, format!("not valid JSON: {e}")))?;
-            let arch = tfconv_models::arch::from_hf_config(&config).map_err(|e| Error::input(&config_path, e))?;
             let ckpt = crate::source::open(&args.tf_checkpoint)?;
             let vars = crate::convert::source_vars(ckpt.as_ref());
-            let plan = arch.plan(&vars).map_err(|e| Error::Mapping(format!("{}: {e}", ckpt.path().display())))?;
+            // The reference (and the plan of what the folder must hold) is the ORIGINAL model: its
+            // own config and variables. Taking it from the folder's config.json would mirror any
+            // mistake in that file on both sides, where it could never diverge.
+            let model_type = match config.get("model_type").and_then(|t| t.as_str()) {
+                Some(t) => t.to_string(),
+                None => tfconv_models::arch::detect_model_type(&vars)
+                    .map_err(|e| Error::Mapping(format!("{}: {e}", ckpt.path().display())))?
+                    .to_string(),
+            };
+            let (original_path, original) = match crate::convert::find_config(ckpt.path(), args.config.as_deref()) {
+                Ok(found) => found,
+                Err(Error::Resolve(why)) => {
+                    eprintln!(
+                        "warning: {why}; the reference uses the folder's own config.json, so mistakes in that file cannot be detected"
+                    );
+                    (config_path.clone(), config.clone())
+                }
+                Err(e) => return Err(e),
+            };
+            let arch = tfconv_models::arch::from_original(&model_type, &original, &vars)
+                .map_err(|e| Error::input(&original_path, e))?;
+            let plan = arch
+                .plan(&vars)
+                .map_err(|e| Error::Mapping(format!("{} as {}: {e}", ckpt.path().display(), arch.class_name())))?;
             return run_verify(&args.hf_dir, ckpt.as_ref(), arch.as_ref(), &plan, &args.flags);
         }
         Command::SetupTf => {

@@ -45,7 +45,8 @@ pub fn source_vars(ckpt: &dyn Checkpoint) -> Vec<SourceVar> {
 /// Original config file names, tried beside the checkpoint when `--config` is absent.
 const CONFIG_NAMES: &[&str] = &["bert_config.json", "config.json"];
 
-fn find_config(ckpt_path: &Path, explicit: Option<&Path>) -> Result<(PathBuf, serde_json::Value)> {
+/// The original config file: `explicit`, else the first of [`CONFIG_NAMES`] beside the checkpoint.
+pub fn find_config(ckpt_path: &Path, explicit: Option<&Path>) -> Result<(PathBuf, serde_json::Value)> {
     let path = match explicit {
         Some(p) => p.to_path_buf(),
         None => {

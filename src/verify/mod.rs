@@ -147,7 +147,21 @@ fn tf_data_type(dtype: DType) -> tensorflow::DataType {
     crate::tf_io::tf_dtype(dtype)
 }
 
+/// The architecture the folder's own `config.json` describes: what `from_pretrained` would build.
+pub fn folder_architecture(folder: &Path) -> Result<Box<dyn Architecture>> {
+    let path = folder.join("config.json");
+    let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    let config: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|e| Error::input(&path, format!("not valid JSON: {e}")))?;
+    tfconv_models::arch::from_hf_config(&config).map_err(|e| Error::input(&path, e))
+}
+
 /// Runs both sides on the same probes and compares them.
+///
+/// `arch` and `plan` describe the ORIGINAL model (its own config and variables): they drive the
+/// TensorFlow reference and say which tensors the folder must hold. The candle side is built
+/// from the folder's own `config.json`, as `from_pretrained` would build it, so that a wrong
+/// config (activation, eps, tying, class) diverges instead of being mirrored on both sides.
 pub fn verify(
     folder: &Path,
     ckpt: &dyn Checkpoint,
@@ -158,7 +172,18 @@ pub fn verify(
     let tf_version = crate::tf_runtime::version()?;
     let files = weight_files(folder)?;
     let found = folder_tensors(&files)?;
-    let structural = structural_problems(plan, &found);
+    let folder_arch = folder_architecture(folder)?;
+    let mut structural = Vec::new();
+    if (folder_arch.model_type(), folder_arch.class_name()) != (arch.model_type(), arch.class_name()) {
+        structural.push(format!(
+            "config.json declares {} ({}), but the checkpoint holds {} ({})",
+            folder_arch.class_name(),
+            folder_arch.model_type(),
+            arch.class_name(),
+            arch.model_type()
+        ));
+    }
+    structural.extend(structural_problems(plan, &found));
     let parameters: u64 = found.values().map(|(_, s)| s.iter().product::<usize>() as u64).sum();
     let stored = found.values().map(|(d, _)| *d).find(|d| d.is_float()).unwrap_or(DType::F32);
     let default_tol = Tolerance::for_dtype(stored);
@@ -186,7 +211,7 @@ pub fn verify(
     }
 
     let started = Instant::now();
-    let candle = candle_outputs(&files, arch, &probes)?;
+    let candle = candle_outputs(&files, folder_arch.as_ref(), &probes)?;
     report.seconds_candle = started.elapsed().as_secs_f64();
 
     let started = Instant::now();

@@ -2,10 +2,10 @@
 //! intermediate the verifier compares exposed as a named output.
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{Embedding, Linear, VarBuilder};
 
 use super::{BertConfig, Head};
-use crate::candle_util::{self, Activation};
+use crate::candle_util::{self, Activation, LayerNorm};
 use crate::probe::{Outputs, Probes};
 
 struct Embeddings {

@@ -1,0 +1,210 @@
+//! No false alarms: a correct conversion must pass `verify` at the default tolerances, for random
+//! small BERTs of every head (float32) and for the golden checkpoint stored as float16, bfloat16
+//! and as `pytorch_model.bin`. The worst relative error seen is printed so it can be recorded.
+//!
+//! Needs TensorFlow (it writes the checkpoints with SaveV2 and runs the reference): a missing
+//! runtime makes these tests FAIL, never skip.
+
+use std::path::{Path, PathBuf};
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence, TestCaseError, TestRunner};
+use serde_json::json;
+use tfconv::convert::{convert, ConvertOptions};
+use tfconv::source::DType;
+use tfconv::verify::{verify, Tolerance, VerifyOptions, VerifyReport};
+use tfconv_models::arch::TokenizerOptions;
+use tfconv_models::bert::{BertConfig, Head};
+
+fn require_tensorflow() {
+    if let Err(e) = tfconv::tf_runtime::load() {
+        panic!("these tests need the TensorFlow reference runtime: {e}");
+    }
+}
+
+fn options(checkpoint: &Path, output: &Path, dtype: DType) -> ConvertOptions {
+    ConvertOptions {
+        checkpoint: checkpoint.to_path_buf(),
+        model_type: None,
+        config: None,
+        output: output.to_path_buf(),
+        dtype,
+        max_shard_size: 5_000_000_000,
+        force: false,
+        finetuning_task: None,
+        tokenizer: TokenizerOptions::default(),
+        progress: false,
+    }
+}
+
+/// Converts with the library and verifies the result with default options.
+fn convert_and_verify(opts: &ConvertOptions) -> VerifyReport {
+    let done = convert(opts).unwrap_or_else(|e| panic!("convert {}: {e}", opts.checkpoint.display()));
+    verify(&done.folder, done.checkpoint.as_ref(), done.arch.as_ref(), &done.plan, &VerifyOptions::default())
+        .unwrap_or_else(|e| panic!("verify {}: {e}", done.folder.display()))
+}
+
+fn worst_relative_error(report: &VerifyReport) -> f64 {
+    report.outputs.iter().map(|o| o.max_rel_error).fold(0.0, f64::max)
+}
+
+/// Why a report failed, in one readable block.
+fn explain(report: &VerifyReport) -> String {
+    tfconv::verify::render_table(report)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Random small BERTs, float32.
+
+#[derive(Debug, Clone)]
+struct Case {
+    cfg: BertConfig,
+    head: Head,
+    seed: u64,
+    trainer_state: bool,
+}
+
+fn head_strategy() -> impl Strategy<Value = Head> {
+    prop_oneof![
+        Just(Head::PreTraining),
+        (1usize..=5).prop_map(|num_labels| Head::SequenceClassification { num_labels }),
+        Just(Head::QuestionAnswering),
+        Just(Head::Base),
+    ]
+}
+
+fn case_strategy() -> impl Strategy<Value = Case> {
+    (
+        (1usize..=4, 2usize..=12, 1usize..=3, 4usize..=40),
+        (10usize..=80, 4usize..=20, 1usize..=3),
+        prop_oneof![Just("gelu"), Just("gelu_new"), Just("relu")],
+        head_strategy(),
+        any::<u64>(),
+        any::<bool>(),
+    )
+        .prop_map(|((heads, head_dim, layers, intermediate), (vocab, positions, types), act, head, seed, trainer_state)| Case {
+            cfg: BertConfig {
+                vocab_size: vocab,
+                hidden_size: heads * head_dim,
+                num_hidden_layers: layers,
+                num_attention_heads: heads,
+                intermediate_size: intermediate,
+                hidden_act: act.to_string(),
+                max_position_embeddings: positions,
+                type_vocab_size: types,
+                layer_norm_eps: 1e-12,
+                tie_word_embeddings: true,
+            },
+            head,
+            seed,
+            trainer_state,
+        })
+}
+
+/// `bert_config.json` as google-research/bert writes it (no HF-only keys).
+fn original_config(cfg: &BertConfig) -> serde_json::Value {
+    json!({
+        "attention_probs_dropout_prob": 0.1,
+        "hidden_act": cfg.hidden_act,
+        "hidden_dropout_prob": 0.1,
+        "hidden_size": cfg.hidden_size,
+        "initializer_range": 0.02,
+        "intermediate_size": cfg.intermediate_size,
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "num_attention_heads": cfg.num_attention_heads,
+        "num_hidden_layers": cfg.num_hidden_layers,
+        "type_vocab_size": cfg.type_vocab_size,
+        "vocab_size": cfg.vocab_size
+    })
+}
+
+fn check_case(case: &Case) -> Result<f64, TestCaseError> {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("original");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("bert_config.json"), serde_json::to_vec_pretty(&original_config(&case.cfg)).unwrap()).unwrap();
+    std::fs::write(src.join("vocab.txt"), tfconv::synthetic::tiny_vocab(case.cfg.vocab_size)).unwrap();
+    let prefix = src.join("bert_model.ckpt");
+    tfconv::synthetic::write_bert_checkpoint(&prefix, &case.cfg, case.head, case.seed, case.trainer_state)
+        .map_err(|e| TestCaseError::fail(format!("writing the checkpoint: {e}")))?;
+
+    let done = convert(&options(&prefix, &tmp.path().join("hf"), DType::F32))
+        .map_err(|e| TestCaseError::fail(format!("convert: {e}")))?;
+    prop_assert_eq!(done.arch.class_name(), case.head.class_name());
+    let report = verify(&done.folder, done.checkpoint.as_ref(), done.arch.as_ref(), &done.plan, &VerifyOptions::default())
+        .map_err(|e| TestCaseError::fail(format!("verify: {e}")))?;
+    prop_assert_eq!(report.tolerance, Tolerance::for_dtype(DType::F32));
+    prop_assert!(report.probes.seq_len <= case.cfg.max_position_embeddings);
+    prop_assert!(report.pass, "false alarm on a correct conversion of {:?}:\n{}", case, explain(&report));
+    prop_assert!(!report.outputs.is_empty());
+    Ok(worst_relative_error(&report))
+}
+
+#[test]
+fn random_correct_conversions_pass_at_float32() {
+    require_tensorflow();
+    // At least 30 cases; PROPTEST_CASES asks for more.
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(30u32).max(30);
+    let config = ProptestConfig {
+        cases,
+        source_file: Some(file!()),
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::default()
+    };
+    let mut runner = TestRunner::new(config);
+    // (cases passed, worst relative error, the case it came from)
+    let worst = std::sync::Mutex::new((0usize, 0f64, String::new()));
+    let result = runner.run(&case_strategy(), |case| {
+        let rel = check_case(&case)?;
+        let mut w = worst.lock().unwrap();
+        w.0 += 1;
+        if rel > w.1 {
+            (w.1, w.2) = (rel, format!("{case:?}"));
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    let (count, rel, case) = worst.into_inner().unwrap();
+    eprintln!("float32, {count} random BERTs: worst relative error {rel:.3e} (in {case})");
+    assert!(count >= cases as usize, "only {count} cases ran");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The golden checkpoint at half precision and as pytorch_model.bin.
+
+fn golden_ckpt() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("golden").join("bert").join("bert_model.ckpt")
+}
+
+fn check_golden(output: &Path, dtype: DType, label: &str) {
+    let report = convert_and_verify(&options(&golden_ckpt(), output, dtype));
+    let rel = worst_relative_error(&report);
+    eprintln!("{label}: worst relative error {rel:.3e} at tolerance {:?}", report.tolerance);
+    for o in &report.outputs {
+        eprintln!(
+            "  {label} {:<12} max|Δ| {:.3e}  allowed {:.3e}  rel {:.3e}  cosine {:.7}",
+            o.name, o.max_abs_error, o.allowed, o.max_rel_error, o.cosine_similarity
+        );
+    }
+    assert_eq!(report.stored_dtype, dtype.name(), "{label}: stored dtype");
+    assert_eq!(report.tolerance, Tolerance::for_dtype(dtype), "{label}: default tolerance");
+    assert!(report.structural_problems.is_empty(), "{label}: {:?}", report.structural_problems);
+    assert_eq!(report.outputs.len(), 7, "{label}: every output compared");
+    assert!(report.pass, "{label}: false alarm on a correct conversion:\n{}", explain(&report));
+}
+
+#[test]
+fn golden_passes_at_half_precision_and_as_pytorch_bin() {
+    require_tensorflow();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    check_golden(&tmp.path().join("f32"), DType::F32, "float32 safetensors");
+    check_golden(&tmp.path().join("f16"), DType::F16, "float16 safetensors");
+    check_golden(&tmp.path().join("bf16"), DType::BF16, "bfloat16 safetensors");
+
+    let bin_dir = tmp.path().join("bin");
+    check_golden(&bin_dir.join("pytorch_model.bin"), DType::F32, "float32 pytorch_model.bin");
+    assert!(bin_dir.join("pytorch_model.bin").is_file(), "the .bin output was not written");
+    assert!(!bin_dir.join("model.safetensors").exists(), "a .bin conversion also wrote safetensors");
+}
