@@ -6,6 +6,7 @@ use anyhow::{bail, Result};
 
 mod fixtures;
 mod golden;
+mod interop;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -25,8 +26,10 @@ fn main() -> Result<()> {
         Some("test") => {
             tfconv::tf_runtime::install()?;
             run(Command::new("cargo").args(["test", "--workspace"]).args(&args[1..]))?;
+            interop::run_suite(&workspace_root())?;
         }
-        _ => bail!("usage: cargo xtask <setup-tf|golden|demo|test>"),
+        Some("interop") => interop::run_suite(&workspace_root())?,
+        _ => bail!("usage: cargo xtask <setup-tf|golden|demo|test|interop>"),
     }
     Ok(())
 }

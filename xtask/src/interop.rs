@@ -1,0 +1,161 @@
+//! The interop suite: every golden case converted in every output form, loaded by real
+//! `transformers` (4.57.6 and 5.24.0, pinned) and compared with TensorFlow's golden outputs.
+//! The Python environments live in tfconv's cache, outside the clone, so CI reuses them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+
+use crate::{golden, run};
+
+const TORCH: &str = "torch==2.15.0";
+/// The transformers releases checked: the last 4.x and a pinned 5.x.
+const TRANSFORMERS: &[&str] = &["4.57.6", "5.24.0"];
+
+fn pip(python: &Path, args: &[&str]) -> Result<()> {
+    run(Command::new(python).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"]).args(args))
+}
+
+/// One virtual environment with torch (it is 4 GB with its CUDA libraries, so it is shared),
+/// created once and reused.
+fn torch_environment() -> Result<PathBuf> {
+    let venv = tfconv::tf_runtime::cache_dir().join("interop").join("torch");
+    let python = venv.join("bin").join("python");
+    let stamp = venv.join("tfconv-installed.txt");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == TORCH) {
+        return Ok(python);
+    }
+    if !python.exists() {
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    }
+    pip(&python, &[TORCH, "safetensors", "numpy"])?;
+    std::fs::write(&stamp, TORCH)?;
+    Ok(python)
+}
+
+/// One transformers release and its pure-Python dependencies in a folder put first on
+/// PYTHONPATH, so that each release is tested against the shared torch.
+fn transformers_dir(python: &Path, version: &str) -> Result<PathBuf> {
+    let dir = tfconv::tf_runtime::cache_dir().join("interop").join(format!("transformers-{version}"));
+    let stamp = dir.join("tfconv-installed.txt");
+    if stamp.is_file() {
+        return Ok(dir);
+    }
+    let target = dir.to_string_lossy().into_owned();
+    pip(python, &["--target", &target, "--upgrade", &format!("transformers=={version}")])?;
+    std::fs::write(&stamp, version)?;
+    Ok(dir)
+}
+
+/// The HF class each golden case loads as.
+fn class_of(folder: &Path) -> Result<String> {
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(folder.join("config.json"))?)?;
+    Ok(config["architectures"][0].as_str().context("config.json without architectures")?.to_string())
+}
+
+/// Transposes one square weight in a converted safetensors folder: a silent conversion bug
+/// that the suite must catch.
+fn break_one_tensor(folder: &Path, name: &str) -> Result<()> {
+    let path = folder.join("model.safetensors");
+    let bytes = std::fs::read(&path)?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)?;
+    let mut tensors: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::new();
+    for (n, view) in st.tensors() {
+        let mut data = view.data().to_vec();
+        if n == name {
+            let [rows, cols] = view.shape() else { bail!("{name} is not a matrix") };
+            data = tfconv::convert::transpose(&data, *rows, *cols, 4);
+        }
+        tensors.push((n, data, view.shape().to_vec()));
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, d, s)| Ok((n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d)?)))
+        .collect::<Result<_>>()?;
+    let meta = [("format".to_string(), "pt".to_string())].into();
+    safetensors::serialize_to_file(views, Some(meta), &path)?;
+    Ok(())
+}
+
+pub fn run_suite(root: &Path) -> Result<()> {
+    let tfconv = root.join("target").join("debug").join("tfconv");
+    run(Command::new("cargo").args(["build", "--quiet", "--package", "tfconv", "--bin", "tfconv"]).current_dir(root))?;
+    let work = root.join("target").join("interop");
+    if work.exists() {
+        std::fs::remove_dir_all(&work)?;
+    }
+    let mut cases = Vec::new();
+    for case in golden::CASES {
+        let golden_dir = root.join("golden").join(case);
+        let forms: [(&str, PathBuf, &[&str]); 3] = [
+            ("safetensors", work.join(format!("{case}-safetensors")), &[]),
+            ("sharded", work.join(format!("{case}-sharded")), &["--max-shard-size", "60kB"]),
+            ("bin", work.join(format!("{case}-bin")).join("pytorch_model.bin"), &[]),
+        ];
+        for (form, output, extra) in forms {
+            let status = Command::new(&tfconv)
+                .arg("convert")
+                .arg("--tf-checkpoint").arg(golden_dir.join("bert_model.ckpt"))
+                .arg("--output").arg(&output)
+                .args(extra)
+                .status()?;
+            if !status.success() {
+                bail!("converting {case} as {form} failed");
+            }
+            let folder = if form == "bin" { output.parent().unwrap().to_path_buf() } else { output };
+            cases.push(json!({
+                "name": format!("{case}/{form}"),
+                "folder": folder,
+                "class": class_of(&folder)?,
+                "probes": golden_dir.join("probes.json"),
+                "expected": golden_dir.join("expected.safetensors"),
+                // The same tolerance as `tfconv verify` for float32 output.
+                "atol": 1e-5,
+                "rtol": 1e-4,
+            }));
+        }
+    }
+    // The suite must fail on a silently wrong conversion: one square kernel left transposed.
+    let broken = work.join("bert-broken");
+    copy_dir(&work.join("bert-safetensors"), &broken)?;
+    break_one_tensor(&broken, "bert.encoder.layer.1.attention.self.query.weight")?;
+    let golden_bert = root.join("golden").join("bert");
+    cases.push(json!({
+        "name": "bert/transposed-query (must fail)",
+        "folder": broken,
+        "class": "BertForPreTraining",
+        "probes": golden_bert.join("probes.json"),
+        "expected": golden_bert.join("expected.safetensors"),
+        "atol": 1e-5,
+        "rtol": 1e-4,
+        "expect_failure": true,
+    }));
+    let cases_file = work.join("cases.json");
+    std::fs::write(&cases_file, serde_json::to_vec_pretty(&cases)?)?;
+
+    let script = root.join("tests").join("interop").join("check.py");
+    let python = torch_environment()?;
+    let mut failed = Vec::new();
+    for version in TRANSFORMERS {
+        let dir = transformers_dir(&python, version)?;
+        let status = Command::new(&python).arg(&script).arg(&cases_file).env("PYTHONPATH", &dir).status()?;
+        if !status.success() {
+            failed.push(*version);
+        }
+    }
+    if !failed.is_empty() {
+        bail!("interop failed with transformers {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+    }
+    Ok(())
+}
