@@ -272,8 +272,19 @@ impl OneShot {
 
 /// Writes a V2 bundle at `prefix` with TF's `SaveV2`.
 pub fn save_v2(prefix: &str, items: &[SaveItem]) -> Result<()> {
+    save_with("SaveV2", "dtypes", prefix, items)
+}
+
+/// Writes a V1 (tensor-slice) checkpoint file with TF's `SaveSlices`.
+pub fn save_v1(filename: &str, items: &[SaveItem]) -> Result<()> {
+    save_with("SaveSlices", "T", filename, items)
+}
+
+/// Runs one of TF's save ops, which share their inputs (path, names, slice specs, values) and
+/// differ in the name of the dtype-list attribute.
+fn save_with(op_type: &str, dtypes_attr: &str, path: &str, items: &[SaveItem]) -> Result<()> {
     let mut g = OneShot::new()?;
-    let prefix = g.scalar_string(prefix)?;
+    let path = g.scalar_string(path)?;
     let names = g.strings(&items.iter().map(|i| i.name).collect::<Vec<_>>())?;
     let specs = g.strings(&items.iter().map(|i| i.slice_spec).collect::<Vec<_>>())?;
     let mut values = Vec::new();
@@ -283,7 +294,7 @@ pub fn save_v2(prefix: &str, items: &[SaveItem]) -> Result<()> {
         values.push(g.placeholder(AnyTensor::from_host(item.tensor)?, dtype)?);
         dtypes.push(dtype);
     }
-    let save = g.op("SaveV2", &[prefix, names, specs], &[&values], |nd| nd.set_attr_type_list("dtypes", &dtypes))?;
+    let save = g.op(op_type, &[path, names, specs], &[&values], |nd| nd.set_attr_type_list(dtypes_attr, &dtypes))?;
     g.run(Some(&save), None).map(|_| ())
 }
 
@@ -295,23 +306,6 @@ pub fn merge_v2(sources: &[&str], destination: &str) -> Result<()> {
     let dst = g.scalar_string(destination)?;
     let merge = g.op("MergeV2Checkpoints", &[src, dst], &[], |nd| nd.set_attr_bool("delete_old_dirs", false))?;
     g.run(Some(&merge), None).map(|_| ())
-}
-
-/// Writes a V1 (tensor-slice) checkpoint file with TF's `SaveSlices`.
-pub fn save_v1(filename: &str, items: &[SaveItem]) -> Result<()> {
-    let mut g = OneShot::new()?;
-    let file = g.scalar_string(filename)?;
-    let names = g.strings(&items.iter().map(|i| i.name).collect::<Vec<_>>())?;
-    let specs = g.strings(&items.iter().map(|i| i.slice_spec).collect::<Vec<_>>())?;
-    let mut values = Vec::new();
-    let mut dtypes = Vec::new();
-    for item in items {
-        let dtype = tf_dtype(item.tensor.dtype);
-        values.push(g.placeholder(AnyTensor::from_host(item.tensor)?, dtype)?);
-        dtypes.push(dtype);
-    }
-    let save = g.op("SaveSlices", &[file, names, specs], &[&values], |nd| nd.set_attr_type_list("T", &dtypes))?;
-    g.run(Some(&save), None).map(|_| ())
 }
 
 /// Restores tensors with TF's own reader (`RestoreV2`; it also reads V1 files).
