@@ -116,7 +116,7 @@ struct VerifyFlags {
     /// Number of probe sequences (rows of different lengths).
     #[arg(long, default_value_t = 3)]
     probes: usize,
-    /// Probe sequence length (default: min(16, max positions)).
+    /// Probe sequence length (default: the model's max positions).
     #[arg(long)]
     seq_len: Option<usize>,
     /// Absolute tolerance (default by stored dtype).

@@ -140,6 +140,11 @@ pub fn structural_problems(plan: &Plan, found: &BTreeMap<String, (DType, Vec<usi
             problems.push(format!("unexpected weight {name}"));
         }
     }
+    let expected: u64 = plan.mappings.iter().map(|m| m.shape.iter().product::<usize>() as u64).sum();
+    let present: u64 = found.values().map(|(_, s)| s.iter().product::<usize>() as u64).sum();
+    if expected != present {
+        problems.push(format!("the folder holds {present} parameters, the original model has {expected}"));
+    }
     problems
 }
 

@@ -80,7 +80,7 @@ pub fn write_all(root: &Path) -> Result<()> {
         }
         fs::write(dir.join("bert_config.json"), serde_json::to_string_pretty(&config)? + "\n")?;
         fs::write(dir.join("vocab.txt"), tiny_vocab(cfg.vocab_size))?;
-        let probes = Probes::random(PROBE_SEED, 3, 16, cfg.vocab_size, cfg.type_vocab_size);
+        let probes = Probes::random(PROBE_SEED, 3, cfg.max_position_embeddings, cfg.vocab_size, cfg.type_vocab_size);
         fs::write(dir.join("probes.json"), serde_json::to_string(&probes)? + "\n")?;
         let outputs = bert_reference(&prefix, case.layout, &cfg, case.head, &probes)?;
         write_outputs(&dir.join("expected.safetensors"), &outputs)?;

@@ -415,7 +415,8 @@ impl crate::arch::Architecture for Bert {
         ])
     }
     fn probes(&self, seed: u64, batch: usize, seq_len: Option<usize>) -> Probes {
-        let seq = seq_len.unwrap_or(self.cfg.max_position_embeddings.min(16)).min(self.cfg.max_position_embeddings);
+        // Full length by default, so every position embedding row is exercised.
+        let seq = seq_len.unwrap_or(self.cfg.max_position_embeddings).min(self.cfg.max_position_embeddings);
         Probes::random(seed, batch, seq, self.cfg.vocab_size, self.cfg.type_vocab_size)
     }
     fn candle_outputs(&self, vb: candle_nn::VarBuilder, probes: &Probes) -> candle_core::Result<crate::probe::Outputs> {
