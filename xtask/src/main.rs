@@ -4,6 +4,7 @@ use std::process::Command;
 
 use anyhow::{bail, Result};
 
+mod bench;
 mod fixtures;
 mod golden;
 mod interop;
@@ -29,7 +30,8 @@ fn main() -> Result<()> {
             interop::run_suite(&workspace_root())?;
         }
         Some("interop") => interop::run_suite(&workspace_root())?,
-        _ => bail!("usage: cargo xtask <setup-tf|golden|demo|test|interop>"),
+        Some("bench") => bench::run(&workspace_root())?,
+        _ => bail!("usage: cargo xtask <setup-tf|golden|demo|test|interop|bench>"),
     }
     Ok(())
 }
