@@ -28,6 +28,25 @@ pub struct ConvertOptions {
     pub progress: bool,
 }
 
+impl ConvertOptions {
+    /// The command line's defaults: detected model type, config beside the checkpoint, float32,
+    /// HF's 5 GB shards, no overwriting, no progress bar.
+    pub fn new(checkpoint: impl Into<PathBuf>, output: impl Into<PathBuf>) -> Self {
+        ConvertOptions {
+            checkpoint: checkpoint.into(),
+            model_type: None,
+            config: None,
+            output: output.into(),
+            dtype: DType::F32,
+            max_shard_size: 5_000_000_000,
+            force: false,
+            finetuning_task: None,
+            tokenizer: TokenizerOptions::default(),
+            progress: false,
+        }
+    }
+}
+
 /// What a finished conversion produced.
 pub struct Converted {
     pub folder: PathBuf,

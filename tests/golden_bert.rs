@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use tfconv::convert::{convert, ConvertOptions};
 use tfconv::source::{self, DType};
 use tfconv::verify::{self, compare, Tolerance};
-use tfconv_models::arch::TokenizerOptions;
 use tfconv_models::bert::Head;
 use tfconv_models::probe::{Outputs, Probes};
 
@@ -17,18 +16,7 @@ fn golden(case: &str) -> PathBuf {
 }
 
 fn options(case: &str, output: PathBuf, dtype: DType) -> ConvertOptions {
-    ConvertOptions {
-        checkpoint: golden(case).join("bert_model.ckpt"),
-        model_type: None,
-        config: None,
-        output,
-        dtype,
-        max_shard_size: 5_000_000_000,
-        force: false,
-        finetuning_task: None,
-        tokenizer: TokenizerOptions::default(),
-        progress: false,
-    }
+    ConvertOptions { dtype, ..ConvertOptions::new(golden(case).join("bert_model.ckpt"), output) }
 }
 
 fn expected_outputs(case: &str) -> Outputs {

@@ -13,7 +13,6 @@ use serde_json::json;
 use tfconv::convert::{convert, ConvertOptions};
 use tfconv::source::DType;
 use tfconv::verify::{verify, Tolerance, VerifyOptions, VerifyReport};
-use tfconv_models::arch::TokenizerOptions;
 use tfconv_models::bert::{BertConfig, Head};
 
 fn require_tensorflow() {
@@ -23,18 +22,7 @@ fn require_tensorflow() {
 }
 
 fn options(checkpoint: &Path, output: &Path, dtype: DType) -> ConvertOptions {
-    ConvertOptions {
-        checkpoint: checkpoint.to_path_buf(),
-        model_type: None,
-        config: None,
-        output: output.to_path_buf(),
-        dtype,
-        max_shard_size: 5_000_000_000,
-        force: false,
-        finetuning_task: None,
-        tokenizer: TokenizerOptions::default(),
-        progress: false,
-    }
+    ConvertOptions { dtype, ..ConvertOptions::new(checkpoint, output) }
 }
 
 /// Converts with the library and verifies the result with default options.
