@@ -613,12 +613,7 @@ impl Checkpoint for Bundle {
                 let mut out = vec![0u8; total];
                 for (b, p) in parts {
                     let src = self.piece_bytes(&format!("{name}{b}"), p, true)?;
-                    slices::for_each_run(&info.shape, b, |d, s, n| {
-                        let (d, s, n) = (d * es, s * es, n * es);
-                        if let (Some(dst), Some(src)) = (out.get_mut(d..d + n), src.get(s..s + n)) {
-                            dst.copy_from_slice(src);
-                        }
-                    });
+                    slices::place_slice(&mut out, &info.shape, b, src, es);
                 }
                 if self.big_endian {
                     swap_elements(&mut out, es);
@@ -654,13 +649,7 @@ impl Checkpoint for Bundle {
                 let mut out = vec![Vec::new(); info.numel()];
                 for (b, p) in parts {
                     let src = decode(&format!("{name}{b}"), p, b.numel())?;
-                    slices::for_each_run(&info.shape, b, |d, s, n| {
-                        for k in 0..n {
-                            if let (Some(dst), Some(v)) = (out.get_mut(d + k), src.get(s + k)) {
-                                *dst = v.clone();
-                            }
-                        }
-                    });
+                    slices::place_slice(&mut out, &info.shape, b, &src, 1);
                 }
                 Ok(out)
             }

@@ -127,6 +127,18 @@ pub fn check_coverage(full: &[usize], boxes: &[&SliceBox]) -> Result<(), String>
     Ok(())
 }
 
+/// Places the dense data of slice `b` into `out`, the row-major data of a tensor of shape
+/// `full`, where each element is `unit` items long (its byte size for raw data, 1 for a list of
+/// strings). Runs that would fall outside either buffer are skipped, never a panic.
+pub fn place_slice<T: Clone>(out: &mut [T], full: &[usize], b: &SliceBox, src: &[T], unit: usize) {
+    for_each_run(full, b, |d, s, n| {
+        let (d, s, n) = (d * unit, s * unit, n * unit);
+        if let (Some(dst), Some(src)) = (out.get_mut(d..d + n), src.get(s..s + n)) {
+            dst.clone_from_slice(src);
+        }
+    });
+}
+
 /// Calls `f(dst_elem, src_elem, run_len)` for each contiguous run when copying the dense,
 /// row-major data of slice `b` into a row-major tensor of shape `full`. `b` must have been
 /// validated by [`slice_box`] for `full`. Element offsets, not bytes.

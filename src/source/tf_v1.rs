@@ -343,12 +343,7 @@ impl Checkpoint for V1Checkpoint {
             let tp = self.slice_proto(name, t, r)?;
             let src = tensor_proto_bytes(&tp, info.dtype, r.b.numel())
                 .map_err(|m| Error::tensor(&self.files[r.file].path, name, format!("slice {}: {m}", r.b)))?;
-            slices::for_each_run(&info.shape, &r.b, |d, s, n| {
-                let (d, s, n) = (d * es, s * es, n * es);
-                if let (Some(dst), Some(src)) = (out.get_mut(d..d + n), src.get(s..s + n)) {
-                    dst.copy_from_slice(src);
-                }
-            });
+            slices::place_slice(&mut out, &info.shape, &r.b, &src, es);
         }
         Ok(Cow::Owned(out))
     }
@@ -372,13 +367,7 @@ impl Checkpoint for V1Checkpoint {
                     format!("slice {}: string_val holds {} values, expected {}", r.b, tp.string_val.len(), r.b.numel()),
                 ));
             }
-            slices::for_each_run(&info.shape, &r.b, |d, s, n| {
-                for k in 0..n {
-                    if let (Some(dst), Some(v)) = (out.get_mut(d + k), tp.string_val.get(s + k)) {
-                        *dst = v.clone();
-                    }
-                }
-            });
+            slices::place_slice(&mut out, &info.shape, &r.b, &tp.string_val, 1);
         }
         Ok(out)
     }
