@@ -1,11 +1,15 @@
 //! The command line: commands, flags and exit codes. Behaviour lives in the library modules.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tfconv_models::arch::MODEL_TYPES;
 
 use crate::error::Error;
+use crate::guard::{self, Protected};
+use crate::sink::PendingFile;
 
 /// Exit codes, documented in the README.
 pub mod exit {
@@ -20,6 +24,7 @@ pub mod exit {
 
 pub fn exit_code(e: &Error) -> u8 {
     match e {
+        Error::Usage(_) => exit::USAGE,
         Error::Input { .. } | Error::Tensor { .. } | Error::Resolve(_) => exit::INPUT,
         Error::Io { .. } => exit::INPUT,
         Error::Mapping(_) => exit::CONVERSION,
@@ -55,35 +60,39 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ConvertArgs {
-    /// Model type (bert); detected from the variable names when absent.
-    #[arg(long, alias = "model_type")]
+    /// Model type (one of: bert); detected from the variable names when absent.
+    #[arg(long, visible_alias = "model_type")]
     model_type: Option<String>,
     /// The original checkpoint: prefix, one of its files, or its directory.
-    #[arg(long, alias = "tf_checkpoint")]
+    #[arg(long, visible_alias = "tf_checkpoint")]
     tf_checkpoint: PathBuf,
     /// The original config file (default: bert_config.json beside the checkpoint).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Output folder; a path ending in .bin writes pytorch_model.bin in that folder instead.
-    #[arg(long, alias = "pytorch_dump_output")]
-    output: PathBuf,
+    /// Output folder. A path ending in .bin or .safetensors adds pytorch_model.bin or
+    /// model.safetensors, with config.json and tokenizer files, to that path's folder instead.
+    #[arg(long, required_unless_present_any = ["pytorch_dump_output", "print_plan"])]
+    output: Option<PathBuf>,
+    /// transformers convert's name for --output (give one of the two).
+    #[arg(long = "pytorch_dump_output", visible_alias = "pytorch-dump-output")]
+    pytorch_dump_output: Option<PathBuf>,
     /// Recorded as `finetuning_task` in config.json.
-    #[arg(long, alias = "finetuning_task_name")]
+    #[arg(long, visible_alias = "finetuning_task_name")]
     finetuning_task_name: Option<String>,
     /// Stored dtype of floating-point weights.
     #[arg(long, default_value = "float32", value_parser = ["float32", "float16", "bfloat16"])]
     dtype: String,
     /// Largest weight file before sharding, in HF's units (decimal: 5GB = 5e9 bytes).
-    #[arg(long, default_value = "5GB")]
-    max_shard_size: String,
-    /// Replace an existing output.
+    #[arg(long, default_value = "5GB", value_parser = parse_shard_size)]
+    max_shard_size: u64,
+    /// Replace tfconv's own earlier output (never anything else).
     #[arg(long)]
     force: bool,
     /// Override the lower-casing inferred from vocab.txt.
     #[arg(long)]
     do_lower_case: Option<bool>,
     /// Print the mapping plan and exit without writing.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["verify", "report"])]
     print_plan: bool,
     /// Verify the written folder against the original in TensorFlow; exit 1 on mismatch.
     #[arg(long)]
@@ -98,12 +107,15 @@ struct VerifyArgs {
     #[arg(long)]
     hf_dir: PathBuf,
     /// The original checkpoint it claims to come from.
-    #[arg(long, alias = "tf_checkpoint")]
+    #[arg(long, visible_alias = "tf_checkpoint")]
     tf_checkpoint: PathBuf,
     /// The original config file the reference is built from (default: bert_config.json beside
     /// the checkpoint). The folder's own config.json is what is being checked, not the reference.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Replace an existing --report file.
+    #[arg(long)]
+    force: bool,
     #[command(flatten)]
     flags: VerifyFlags,
 }
@@ -114,25 +126,43 @@ struct VerifyFlags {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Number of probe sequences (rows of different lengths).
-    #[arg(long, default_value_t = 3)]
-    probes: usize,
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    probes: u64,
     /// Probe sequence length (default: the model's max positions).
-    #[arg(long)]
-    seq_len: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    seq_len: Option<u64>,
     /// Absolute tolerance (default by stored dtype).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_tolerance, allow_negative_numbers = true)]
     atol: Option<f64>,
     /// Tolerance relative to the largest reference value (default by stored dtype).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_tolerance, allow_negative_numbers = true)]
     rtol: Option<f64>,
-    /// Write the JSON report here.
+    /// Write the JSON report here (with convert, needs --verify).
     #[arg(long)]
     report: Option<PathBuf>,
 }
 
 impl VerifyFlags {
     fn options(&self) -> crate::verify::VerifyOptions {
-        crate::verify::VerifyOptions { seed: self.seed, batch: self.probes, seq_len: self.seq_len, atol: self.atol, rtol: self.rtol }
+        crate::verify::VerifyOptions {
+            seed: self.seed,
+            batch: self.probes as usize,
+            seq_len: self.seq_len.map(|n| n as usize),
+            atol: self.atol,
+            rtol: self.rtol,
+        }
+    }
+}
+
+fn parse_shard_size(s: &str) -> Result<u64, String> {
+    crate::sink::parse_size(s).map_err(|e| e.to_string())
+}
+
+fn parse_tolerance(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        Ok(_) => Err(format!("'{s}' must be a finite number ≥ 0")),
+        Err(e) => Err(format!("'{s}': {e}")),
     }
 }
 
@@ -144,18 +174,37 @@ fn parse_dtype(s: &str) -> crate::source::DType {
     }
 }
 
+/// Checks `--report` like every other output path; the caller then claims it (a temporary
+/// file beside it) before any work, so an unwritable location fails at once.
+fn check_report(flags: &VerifyFlags, protected: &Protected, force: bool) -> crate::Result<Option<PathBuf>> {
+    let Some(path) = &flags.report else { return Ok(None) };
+    guard::check_target(path, "--report", guard::Kind::File, protected, force).map(Some)
+}
+
+/// Refuses a `--seq-len` the model cannot take, rather than silently using less.
+fn check_seq_len(arch: &dyn tfconv_models::arch::Architecture, flags: &VerifyFlags) -> crate::Result<()> {
+    let Some(asked) = flags.seq_len else { return Ok(()) };
+    let max = arch.probes(flags.seed, 1, None).seq_len;
+    if asked as usize > max {
+        return Err(Error::Usage(format!("--seq-len {asked} is longer than the model's {max} positions; use at most {max}")));
+    }
+    Ok(())
+}
+
 fn run_verify(
     folder: &std::path::Path,
     ckpt: &dyn crate::source::Checkpoint,
     arch: &dyn tfconv_models::arch::Architecture,
     plan: &tfconv_models::plan::Plan,
     flags: &VerifyFlags,
+    report_file: Option<PendingFile>,
 ) -> crate::Result<u8> {
     let report = crate::verify::verify(folder, ckpt, arch, plan, &flags.options())?;
     eprint!("{}", crate::verify::render_table(&report));
-    if let Some(path) = &flags.report {
+    if let Some(file) = report_file {
         let json = serde_json::to_vec_pretty(&report).expect("JSON of plain values");
-        std::fs::write(path, json).map_err(|e| Error::io(path, e))?;
+        let path = file.commit(&json)?;
+        eprintln!("report: {}", path.display());
     }
     Ok(if report.pass { exit::OK } else { exit::MISMATCH })
 }
@@ -168,8 +217,11 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
         }
     };
+    crate::interrupt::install();
     match run(cli.command) {
         Ok(code) => ExitCode::from(code),
+        // A reader that went away (`tfconv inspect … | head`) is not an error, as for any Unix tool.
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(exit::OK),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(exit_code(&e))
@@ -181,94 +233,156 @@ fn run(command: Command) -> crate::Result<u8> {
     match command {
         Command::Inspect { path, json } => {
             let ckpt = crate::source::open(&path)?;
+            let mut stdout = std::io::stdout().lock();
             if json {
-                println!("{}", serde_json::to_string_pretty(&crate::inspect::to_json(ckpt.as_ref())).expect("JSON of plain values"));
+                let text = serde_json::to_string_pretty(&crate::inspect::to_json(ckpt.as_ref())).expect("JSON of plain values");
+                writeln!(stdout, "{text}").map_err(|e| Error::io("<stdout>", e))?;
             } else {
-                crate::inspect::print_table(ckpt.as_ref(), &mut std::io::stdout().lock())?;
+                crate::inspect::print_table(ckpt.as_ref(), &mut stdout)?;
             }
         }
-        Command::Convert(args) => {
-            let opts = crate::convert::ConvertOptions {
-                checkpoint: args.tf_checkpoint.clone(),
-                model_type: args.model_type.clone(),
-                config: args.config.clone(),
-                output: args.output.clone(),
-                dtype: parse_dtype(&args.dtype),
-                max_shard_size: crate::sink::parse_size(&args.max_shard_size)?,
-                force: args.force,
-                finetuning_task: args.finetuning_task_name.clone(),
-                tokenizer: tfconv_models::arch::TokenizerOptions { do_lower_case: args.do_lower_case },
-                progress: true,
-            };
-            if args.print_plan {
-                let (_, arch, plan) = crate::convert::prepare(&opts)?;
-                println!("# {} ({} tensors, {} skipped, {} dropped)", arch.class_name(), plan.mappings.len(), plan.skipped.len(), plan.dropped.len());
-                for m in &plan.mappings {
-                    let t: Vec<String> = m.transforms.iter().map(|t| t.to_string()).collect();
-                    println!("{} <- {} [{}] {:?}", m.target, m.source, t.join(", "), m.shape);
-                }
-                for (name, role) in &plan.skipped {
-                    println!("skip {name} ({role})");
-                }
-                for (name, why) in &plan.dropped {
-                    println!("drop {name} ({why})");
-                }
-                return Ok(exit::OK);
-            }
-            if args.verify {
-                // Fail before writing anything when the reference cannot run.
-                crate::tf_runtime::load()?;
-            }
-            let done = crate::convert::convert(&opts)?;
-            eprintln!(
-                "wrote {} ({}, {} tensors, {} optimizer/bookkeeping variables skipped)",
-                done.folder.display(),
-                done.arch.class_name(),
-                done.plan.mappings.len(),
-                done.plan.skipped.len()
-            );
-            if args.verify {
-                return run_verify(&done.folder, done.checkpoint.as_ref(), done.arch.as_ref(), &done.plan, &args.verify_args);
-            }
-        }
-        Command::Verify(args) => {
-            crate::tf_runtime::load()?;
-            let config_path = args.hf_dir.join("config.json");
-            let text = std::fs::read(&config_path).map_err(|e| Error::io(&config_path, e))?;
-            let config: serde_json::Value =
-                serde_json::from_slice(&text).map_err(|e| Error::input(&config_path, format!("not valid JSON: {e}")))?;
-            let ckpt = crate::source::open(&args.tf_checkpoint)?;
-            let vars = crate::convert::source_vars(ckpt.as_ref());
-            // The reference (and the plan of what the folder must hold) is the ORIGINAL model: its
-            // own config and variables. Taking it from the folder's config.json would mirror any
-            // mistake in that file on both sides, where it could never diverge.
-            let model_type = match config.get("model_type").and_then(|t| t.as_str()) {
-                Some(t) => t.to_string(),
-                None => tfconv_models::arch::detect_model_type(&vars)
-                    .map_err(|e| Error::Mapping(format!("{}: {e}", ckpt.path().display())))?
-                    .to_string(),
-            };
-            let (original_path, original) = match crate::convert::find_config(ckpt.path(), args.config.as_deref()) {
-                Ok(found) => found,
-                Err(Error::Resolve(why)) => {
-                    eprintln!(
-                        "warning: {why}; the reference uses the folder's own config.json, so mistakes in that file cannot be detected"
-                    );
-                    (config_path.clone(), config.clone())
-                }
-                Err(e) => return Err(e),
-            };
-            let arch = tfconv_models::arch::from_original(&model_type, &original, &vars)
-                .map_err(|e| Error::input(&original_path, e))?;
-            let plan = arch
-                .plan(&vars)
-                .map_err(|e| Error::Mapping(format!("{} as {}: {e}", ckpt.path().display(), arch.class_name())))?;
-            return run_verify(&args.hf_dir, ckpt.as_ref(), arch.as_ref(), &plan, &args.flags);
-        }
+        Command::Convert(args) => return convert(args),
+        Command::Verify(args) => return verify(args),
         Command::SetupTf => {
             let dir = crate::tf_runtime::install()?;
             println!("TensorFlow {} ready in {}", crate::tf_runtime::version()?, dir.display());
         }
     }
     Ok(exit::OK)
+}
+
+fn convert(args: ConvertArgs) -> crate::Result<u8> {
+    if let Some(t) = &args.model_type {
+        if !MODEL_TYPES.contains(&t.as_str()) {
+            return Err(Error::Usage(format!("--model-type {t}: not supported (supported: {})", MODEL_TYPES.join(", "))));
+        }
+    }
+    if args.verify_args.report.is_some() && !args.verify {
+        return Err(Error::Usage("--report writes the verification report, so it needs --verify".into()));
+    }
+    let output = match (&args.output, &args.pytorch_dump_output) {
+        (Some(_), Some(_)) => {
+            return Err(Error::Usage(
+                "--output and --pytorch_dump_output are the same option (the second is transformers' name for it); give one".into(),
+            ))
+        }
+        (Some(p), None) | (None, Some(p)) => p.clone(),
+        (None, None) => PathBuf::new(),
+    };
+    let opts = crate::convert::ConvertOptions {
+        checkpoint: args.tf_checkpoint.clone(),
+        model_type: args.model_type.clone(),
+        config: args.config.clone(),
+        output,
+        dtype: parse_dtype(&args.dtype),
+        max_shard_size: args.max_shard_size,
+        force: args.force,
+        finetuning_task: args.finetuning_task_name.clone(),
+        tokenizer: tfconv_models::arch::TokenizerOptions { do_lower_case: args.do_lower_case },
+        progress: true,
+    };
+    if args.print_plan {
+        let prepared = crate::convert::prepare(&opts)?;
+        let plan = &prepared.plan;
+        let mut stdout = std::io::stdout().lock();
+        let mut out = |line: String| writeln!(stdout, "{line}").map_err(|e| Error::io("<stdout>", e));
+        out(format!("# {} ({} tensors, {} skipped, {} dropped)", prepared.arch.class_name(), plan.mappings.len(), plan.skipped.len(), plan.dropped.len()))?;
+        for m in &plan.mappings {
+            let t: Vec<String> = m.transforms.iter().map(|t| t.to_string()).collect();
+            out(format!("{} <- {} [{}] {:?}", m.target, m.source, t.join(", "), m.shape))?;
+        }
+        for (name, role) in &plan.skipped {
+            out(format!("skip {name} ({role})"))?;
+        }
+        for (name, why) in &plan.dropped {
+            out(format!("drop {name} ({why})"))?;
+        }
+        return Ok(exit::OK);
+    }
+    // Every check before any write: inputs, output paths, report path, the reference runtime.
+    let mut conversion = crate::convert::check(&opts)?;
+    if args.verify {
+        check_seq_len(conversion.arch(), &args.verify_args)?;
+    }
+    let report_path = check_report(&args.verify_args, conversion.protected(), args.force)?;
+    conversion.claim()?;
+    let report_file = report_path.map(|p| PendingFile::create(&p)).transpose()?;
+    if args.verify {
+        crate::tf_runtime::load()?;
+    }
+    let done = conversion.write()?;
+    eprintln!(
+        "converted {} as {} ({} tensors, {} optimizer/bookkeeping variables skipped) into {}",
+        done.checkpoint.path().display(),
+        done.arch.class_name(),
+        done.plan.mappings.len(),
+        done.plan.skipped.len(),
+        done.folder.display()
+    );
+    for file in &done.files {
+        eprintln!("  wrote {}", file.display());
+    }
+    for (file, why) in &done.skipped {
+        eprintln!("  skipped {}: {why}", file.display());
+    }
+    for note in &done.notes {
+        eprintln!("note: {note}");
+    }
+    if args.verify {
+        return run_verify(&done.folder, done.checkpoint.as_ref(), done.arch.as_ref(), &done.plan, &args.verify_args, report_file);
+    }
+    Ok(exit::OK)
+}
+
+fn verify(args: VerifyArgs) -> crate::Result<u8> {
+    // Inputs first: a missing folder is an input error whether or not TensorFlow is there.
+    let config_path = args.hf_dir.join("config.json");
+    if !args.hf_dir.is_dir() {
+        return Err(Error::input(&args.hf_dir, "no such folder (--hf-dir must be a converted Hugging Face folder)"));
+    }
+    let text = std::fs::read(&config_path).map_err(|e| Error::io(&config_path, e))?;
+    let config: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|e| Error::input(&config_path, format!("not valid JSON: {e}")))?;
+    let ckpt = crate::source::open(&args.tf_checkpoint)?;
+    let vars = crate::convert::source_vars(ckpt.as_ref());
+    // The reference (and the plan of what the folder must hold) is the ORIGINAL model: its own
+    // config and variables. Taking it from the folder's config.json would mirror any mistake in
+    // that file on both sides, where it could never diverge.
+    let folder_type = config.get("model_type").and_then(|t| t.as_str()).map(str::to_string);
+    let model_type = match &folder_type {
+        Some(t) if !MODEL_TYPES.contains(&t.as_str()) => {
+            return Err(Error::input(
+                &config_path,
+                format!("model_type '{t}' is not supported by tfconv verify (supported: {})", MODEL_TYPES.join(", ")),
+            ))
+        }
+        Some(t) => t.clone(),
+        None => tfconv_models::arch::detect_model_type(&vars)
+            .map_err(|e| Error::Mapping(format!("{}: {e}", ckpt.path().display())))?
+            .to_string(),
+    };
+    let (original_path, original) = match crate::convert::find_config(ckpt.path(), args.config.as_deref()) {
+        Ok(found) => found,
+        Err(Error::Resolve(why)) => {
+            eprintln!(
+                "warning: {why}; the reference uses the folder's own config.json, so mistakes in that file cannot be detected"
+            );
+            (config_path.clone(), config.clone())
+        }
+        Err(e) => return Err(e),
+    };
+    let arch = tfconv_models::arch::from_original(&model_type, &original, &vars).map_err(|e| Error::input(&original_path, e))?;
+    let plan = arch
+        .plan(&vars)
+        .map_err(|e| Error::Mapping(format!("{} as {}: {e}", ckpt.path().display(), arch.class_name())))?;
+    check_seq_len(arch.as_ref(), &args.flags)?;
+    let mut protected = Protected::new();
+    for file in ckpt.files() {
+        protected.add_input(&file);
+    }
+    protected.add_input(&original_path);
+    protected.add_input_folder(&args.hf_dir);
+    let report_file = check_report(&args.flags, &protected, args.force)?.map(|p| PendingFile::create(&p)).transpose()?;
+    crate::tf_runtime::load()?;
+    run_verify(&args.hf_dir, ckpt.as_ref(), arch.as_ref(), &plan, &args.flags, report_file)
 }

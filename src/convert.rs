@@ -7,8 +7,11 @@ use std::path::{Path, PathBuf};
 use tfconv_models::arch::{self, Architecture, TokenizerOptions};
 use tfconv_models::plan::{Plan, SourceVar, Transform};
 
+use std::fs;
+
 use crate::error::{Error, Result};
-use crate::sink::{self, Format, OutputDir, TensorSpec};
+use crate::guard::{self, Protected};
+use crate::sink::{self, FilesInto, Format, OutputDir, TensorSpec};
 use crate::source::{self, Checkpoint, DType};
 
 /// What to convert and how; mirrors the command line.
@@ -49,8 +52,14 @@ impl ConvertOptions {
 
 /// What a finished conversion produced.
 pub struct Converted {
+    /// The folder holding the output (the output folder, or the folder the files were added to).
     pub folder: PathBuf,
+    /// Every file written, at its final path.
     pub files: Vec<PathBuf>,
+    /// Files left as they were, with the reason (companions already present).
+    pub skipped: Vec<(PathBuf, String)>,
+    /// Things the user should know (e.g. no tokenizer files found).
+    pub notes: Vec<String>,
     pub plan: Plan,
     pub arch: Box<dyn Architecture>,
     pub checkpoint: Box<dyn Checkpoint>,
@@ -95,18 +104,50 @@ pub fn checkpoint_dir(path: &Path) -> PathBuf {
     }
 }
 
-/// Where the folder goes and which weight format: a path ending in `.bin` means
-/// `pytorch_model.bin` inside that path's parent folder, as the old converters wrote it.
-pub fn output_layout(output: &Path) -> (PathBuf, Format) {
-    if output.extension().is_some_and(|e| e == "bin") {
-        (checkpoint_dir(output), Format::PytorchBin)
-    } else {
-        (output.to_path_buf(), Format::Safetensors)
+/// Where `--output` puts things.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputLayout {
+    /// A folder of its own, which appears complete or not at all.
+    Folder { path: PathBuf, format: Format },
+    /// Weight and companion files added to a folder that may hold other files (the documented
+    /// `--pytorch_dump_output DIR/pytorch_model.bin`, or `DIR/model.safetensors`).
+    Files { dir: PathBuf, format: Format },
+}
+
+/// A path ending in `.bin` or `.safetensors` names a weight file: `pytorch_model.bin` or
+/// `model.safetensors` (the names `from_pretrained` loads) go into that path's folder. Any
+/// other path is a folder of its own.
+pub fn output_layout(output: &Path) -> Result<OutputLayout> {
+    let name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    // `d/.bin` is a weight file path missing its name, not a hidden folder to create.
+    if name == ".bin" || name == ".safetensors" {
+        return Err(Error::Usage(format!(
+            "--output {}: '{name}' has no file name; give a folder, or a path ending in pytorch_model.bin or model.safetensors",
+            output.display()
+        )));
     }
+    let dir = || match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    Ok(match output.extension().and_then(|e| e.to_str()) {
+        Some("bin") => OutputLayout::Files { dir: dir(), format: Format::PytorchBin },
+        Some("safetensors") => OutputLayout::Files { dir: dir(), format: Format::Safetensors },
+        _ => OutputLayout::Folder { path: output.to_path_buf(), format: Format::Safetensors },
+    })
+}
+
+/// An opened checkpoint with its architecture and mapping plan.
+pub struct Prepared {
+    pub checkpoint: Box<dyn Checkpoint>,
+    pub arch: Box<dyn Architecture>,
+    pub plan: Plan,
+    /// The original config file the architecture was built from.
+    pub config_path: PathBuf,
 }
 
 /// Opens the checkpoint and picks the architecture; no output is touched.
-pub fn prepare(opts: &ConvertOptions) -> Result<(Box<dyn Checkpoint>, Box<dyn Architecture>, Plan)> {
+pub fn prepare(opts: &ConvertOptions) -> Result<Prepared> {
     let ckpt = source::open(&opts.checkpoint)?;
     let vars = source_vars(ckpt.as_ref());
     let model_type = match &opts.model_type {
@@ -118,17 +159,84 @@ pub fn prepare(opts: &ConvertOptions) -> Result<(Box<dyn Checkpoint>, Box<dyn Ar
     let plan = arch
         .plan(&vars)
         .map_err(|e| Error::Mapping(format!("{} as {}: {e}", ckpt.path().display(), arch.class_name())))?;
-    Ok((ckpt, arch, plan))
+    Ok(Prepared { checkpoint: ckpt, arch, plan, config_path })
 }
 
-pub fn convert(opts: &ConvertOptions) -> Result<Converted> {
-    let (ckpt, arch, plan) = prepare(opts)?;
-    let (folder, format) = output_layout(&opts.output);
-    // The old `--pytorch_dump_output dir/pytorch_model.bin` usage names a folder the user made
-    // beforehand; an empty one is not worth protecting.
-    let empty_dir = std::fs::read_dir(&folder).is_ok_and(|mut d| d.next().is_none());
-    let out = OutputDir::create(&folder, opts.force || empty_dir)?;
+/// Every file a conversion reads: the checkpoint's files, its state file and graph, the
+/// original config, and the tokenizer sources found in `search_dirs`.
+pub fn input_files(prepared: &Prepared, search_dirs: &[PathBuf], tokenizer_names: &[String]) -> Protected {
+    let mut protected = Protected::new();
+    let ckpt = prepared.checkpoint.as_ref();
+    for file in ckpt.files() {
+        protected.add_input(&file);
+    }
+    protected.add_input(&crate::source::bundle::with_suffix(ckpt.path(), ".meta"));
+    protected.add_input(&checkpoint_dir(ckpt.path()).join(crate::source::resolve::STATE_FILE));
+    protected.add_input(&prepared.config_path);
+    for dir in search_dirs {
+        for name in tokenizer_names {
+            protected.add_input(&dir.join(name));
+        }
+    }
+    protected
+}
 
+/// What happens to one file of the output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Action {
+    Write,
+    /// Left as it is, with the reason.
+    Skip(String),
+}
+
+/// A conversion checked and ready to write: every output path has passed [`guard::check_target`]
+/// and nothing has been written yet.
+pub struct Conversion {
+    prepared: Prepared,
+    layout: OutputLayout,
+    force: bool,
+    staging: Option<Staging>,
+    specs: Vec<TensorSpec>,
+    max_shard_size: u64,
+    weight_names: Vec<String>,
+    /// config.json and tokenizer files, with what to do with each.
+    companions: Vec<(String, Vec<u8>, Action)>,
+    protected: Protected,
+    notes: Vec<String>,
+    progress: bool,
+}
+
+impl Conversion {
+    /// The command's inputs and the outputs it will write, for checking further output paths.
+    pub fn protected(&self) -> &Protected {
+        &self.protected
+    }
+
+    pub fn arch(&self) -> &dyn Architecture {
+        self.prepared.arch.as_ref()
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.prepared.plan
+    }
+}
+
+/// The output's temporary place, claimed by [`check`] so that an unwritable location fails
+/// before any work.
+enum Staging {
+    Folder { out: OutputDir, format: Format },
+    Files { out: FilesInto, dir: PathBuf, format: Format },
+}
+
+/// Reads the inputs, plans the output and checks every path it will write. Changes nothing on
+/// disk; [`Conversion::claim`] then takes the output's temporary place.
+pub fn check(opts: &ConvertOptions) -> Result<Conversion> {
+    let layout = output_layout(&opts.output)?;
+    let prepared = prepare(opts)?;
+    let (ckpt, arch, plan) = (prepared.checkpoint.as_ref(), prepared.arch.as_ref(), &prepared.plan);
+    let format = match &layout {
+        OutputLayout::Folder { format, .. } | OutputLayout::Files { format, .. } => *format,
+    };
     let specs: Vec<TensorSpec> = plan
         .mappings
         .iter()
@@ -138,35 +246,163 @@ pub fn convert(opts: &ConvertOptions) -> Result<Converted> {
             TensorSpec::new(&m.target, dtype, m.shape.clone())
         })
         .collect();
-    let mut sink = sink::create_sink(out.path(), format, specs.clone(), Some(opts.max_shard_size))?;
-    let progress = Progress::new(opts.progress, plan.mappings.len());
-    for (m, spec) in plan.mappings.iter().zip(&specs) {
-        let src = ckpt.info(&m.source).expect("planned from this checkpoint").clone();
-        let bytes = ckpt.read(&m.source)?;
-        let moved = apply_transforms(bytes, src.dtype, &src.shape, &m.transforms)
-            .map_err(|e| Error::tensor(ckpt.path(), &m.source, e))?;
-        let cast = sink::cast(&moved, src.dtype, spec.dtype)?;
-        sink.write_tensor(&m.target, &cast)?;
-        progress.tick(&m.target);
+    let shards = sink::plan_shards(&specs, Some(opts.max_shard_size))?;
+    let mut weight_names = shards.file_names(format);
+    if shards.is_sharded() {
+        weight_names.push(format.index_file_name());
     }
-    let mut files = sink.finish()?;
-    progress.finish();
+
+    let mut search_dirs = vec![checkpoint_dir(ckpt.path())];
+    if let Some(c) = &opts.config {
+        search_dirs.push(checkpoint_dir(c));
+    }
+    let search: Vec<&Path> = search_dirs.iter().map(PathBuf::as_path).collect();
+    let tokenizer = arch.tokenizer_files(&search, &opts.tokenizer).map_err(Error::Mapping)?;
+    let mut notes = Vec::new();
+    if tokenizer.is_empty() {
+        notes.push(format!(
+            "no tokenizer files written: no vocabulary found in {}",
+            search_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let tokenizer_names: Vec<String> = tokenizer.iter().map(|(n, _)| n.clone()).collect();
+    let mut protected = input_files(&prepared, &search_dirs, &tokenizer_names);
 
     let config = arch.hf_config(spec_dtype_name(opts.dtype), opts.finetuning_task.as_deref());
     let config_bytes = serde_json::to_vec_pretty(&config).expect("JSON of plain values");
-    files.push(out.write_file("config.json", &config_bytes)?);
-    let mut search = vec![checkpoint_dir(ckpt.path())];
-    if let Some(c) = &opts.config {
-        search.push(checkpoint_dir(c));
+    // config.json last: a folder looks loadable only once its weights are in place.
+    let mut companions: Vec<(String, Vec<u8>)> = tokenizer;
+    companions.push(("config.json".into(), config_bytes));
+
+    let (layout, companions) = match layout {
+        OutputLayout::Folder { path, format } => {
+            let resolved = guard::check_target(&path, "--output", guard::Kind::Folder, &protected, opts.force)?;
+            protected.add_output(&resolved);
+            let companions = companions.into_iter().map(|(n, b)| (n, b, Action::Write)).collect();
+            (OutputLayout::Folder { path: resolved, format }, companions)
+        }
+        OutputLayout::Files { dir, format } => {
+            let dir = guard::resolve(&dir).map_err(|e| Error::Output(format!("--output {}: {e}", opts.output.display())))?;
+            if fs::metadata(&dir).is_ok_and(|m| !m.is_dir()) {
+                return Err(Error::Output(format!("--output {}: {} is not a folder", opts.output.display(), dir.display())));
+            }
+            for name in &weight_names {
+                let path = dir.join(name);
+                guard::check_target(&path, "--output", guard::Kind::File, &protected, opts.force)?;
+            }
+            let mut planned = Vec::new();
+            for (name, bytes) in companions {
+                let path = dir.join(&name);
+                let action = match fs::read(&path) {
+                    Ok(existing) if existing == bytes => Action::Skip("already there with the same content".into()),
+                    Ok(_) if !opts.force && !protected.inputs().any(|i| i == path) => {
+                        Action::Skip("already there with different content; kept (--force replaces it)".into())
+                    }
+                    _ => {
+                        guard::check_target(&path, "--output", guard::Kind::File, &protected, true)?;
+                        Action::Write
+                    }
+                };
+                planned.push((name, bytes, action));
+            }
+            for name in weight_names.iter().chain(planned.iter().filter(|c| c.2 == Action::Write).map(|c| &c.0)) {
+                protected.add_output(&dir.join(name));
+            }
+            (OutputLayout::Files { dir, format }, planned)
+        }
+    };
+    Ok(Conversion {
+        prepared,
+        layout,
+        force: opts.force,
+        staging: None,
+        specs,
+        max_shard_size: opts.max_shard_size,
+        weight_names,
+        companions,
+        protected,
+        notes,
+        progress: opts.progress,
+    })
+}
+
+/// Checks, then writes: [`check`] followed by [`Conversion::write`].
+pub fn convert(opts: &ConvertOptions) -> Result<Converted> {
+    check(opts)?.write()
+}
+
+impl Conversion {
+    /// Takes the output's temporary place (`.NAME.tmp-PID`), so that an unwritable location
+    /// fails before any work. Dropping the conversion removes it again.
+    pub fn claim(&mut self) -> Result<()> {
+        if self.staging.is_none() {
+            self.staging = Some(match &self.layout {
+                OutputLayout::Folder { path, format } => {
+                    let empty = fs::read_dir(path).is_ok_and(|mut d| d.next().is_none());
+                    Staging::Folder { out: OutputDir::create(path, self.force || empty)?, format: *format }
+                }
+                OutputLayout::Files { dir, format } => Staging::Files {
+                    out: FilesInto::create(dir, &self.weight_names[0])?,
+                    dir: dir.clone(),
+                    format: *format,
+                },
+            });
+        }
+        Ok(())
     }
-    let search: Vec<&Path> = search.iter().map(PathBuf::as_path).collect();
-    let tokenizer = arch.tokenizer_files(&search, &opts.tokenizer).map_err(Error::Mapping)?;
-    for (name, bytes) in &tokenizer {
-        files.push(out.write_file(name, bytes)?);
+
+    /// Streams every tensor into the output, then the companions, and puts them in place.
+    pub fn write(mut self) -> Result<Converted> {
+        self.claim()?;
+        let Conversion { prepared, staging, specs, max_shard_size, weight_names, companions, notes, progress, .. } = self;
+        let staging = staging.expect("claimed above");
+        let Prepared { checkpoint: ckpt, arch, plan, .. } = prepared;
+        let stream = |dir: &Path, format: Format| -> Result<()> {
+            let mut sink = sink::create_sink(dir, format, specs.clone(), Some(max_shard_size))?;
+            let progress = Progress::new(progress, plan.mappings.len());
+            for (m, spec) in plan.mappings.iter().zip(&specs) {
+                let src = ckpt.info(&m.source).expect("planned from this checkpoint").clone();
+                let bytes = ckpt.read(&m.source)?;
+                let moved = apply_transforms(bytes, src.dtype, &src.shape, &m.transforms)
+                    .map_err(|e| Error::tensor(ckpt.path(), &m.source, e))?;
+                let cast = sink::cast(&moved, src.dtype, spec.dtype)?;
+                sink.write_tensor(&m.target, &cast)?;
+                progress.tick(&m.target);
+            }
+            sink.finish()?;
+            progress.finish();
+            Ok(())
+        };
+        let mut skipped = Vec::new();
+        let (folder, files) = match staging {
+            Staging::Folder { out, format } => {
+                stream(out.path(), format)?;
+                for (name, bytes, _) in &companions {
+                    out.write_file(name, bytes)?;
+                }
+                let folder = out.commit()?;
+                let names = weight_names.iter().chain(companions.iter().map(|c| &c.0));
+                let files = names.map(|n| folder.join(n)).collect();
+                (folder, files)
+            }
+            Staging::Files { out, dir, format } => {
+                stream(out.path(), format)?;
+                let mut names = weight_names.clone();
+                for (name, bytes, action) in &companions {
+                    match action {
+                        Action::Write => {
+                            out.write_file(name, bytes)?;
+                            names.push(name.clone());
+                        }
+                        Action::Skip(why) => skipped.push((dir.join(name), why.clone())),
+                    }
+                }
+                let files = out.commit(&names)?;
+                (dir, files)
+            }
+        };
+        Ok(Converted { folder, files, skipped, notes, plan, arch, checkpoint: ckpt })
     }
-    let folder = out.commit()?;
-    let files = files.into_iter().map(|f| folder.join(f.file_name().expect("written files have names"))).collect();
-    Ok(Converted { folder, files, plan, arch, checkpoint: ckpt })
 }
 
 /// HF's spelling of a stored dtype in config.json.
@@ -297,8 +533,14 @@ mod tests {
     }
 
     #[test]
-    fn output_ending_in_bin_means_pytorch_model_bin_in_its_folder() {
-        assert_eq!(output_layout(Path::new("out/pytorch_model.bin")), (PathBuf::from("out"), Format::PytorchBin));
-        assert_eq!(output_layout(Path::new("out/bert")), (PathBuf::from("out/bert"), Format::Safetensors));
+    fn output_ending_in_a_weight_file_name_means_files_in_its_folder() {
+        let files = |dir: &str, format| OutputLayout::Files { dir: PathBuf::from(dir), format };
+        assert_eq!(output_layout(Path::new("out/pytorch_model.bin")).unwrap(), files("out", Format::PytorchBin));
+        assert_eq!(output_layout(Path::new("model.safetensors")).unwrap(), files(".", Format::Safetensors));
+        assert_eq!(
+            output_layout(Path::new("out/bert")).unwrap(),
+            OutputLayout::Folder { path: PathBuf::from("out/bert"), format: Format::Safetensors }
+        );
+        assert!(output_layout(Path::new("out/.bin")).is_err());
     }
 }

@@ -13,6 +13,10 @@ pub enum Error {
     #[error("{path}: tensor '{tensor}': {msg}")]
     Tensor { path: PathBuf, tensor: String, msg: String },
 
+    /// The command line asks for something impossible (bad flag value or combination).
+    #[error("{0}")]
+    Usage(String),
+
     /// The checkpoint path could not be resolved to a checkpoint.
     #[error("{0}")]
     Resolve(String),

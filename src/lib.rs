@@ -3,7 +3,9 @@
 pub mod cli;
 pub mod convert;
 pub mod error;
+pub mod guard;
 pub mod inspect;
+pub mod interrupt;
 pub use tfconv_models::roles;
 pub mod sink;
 pub mod source;

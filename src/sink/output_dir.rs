@@ -32,18 +32,12 @@ impl OutputDir {
         if !force && exists(target)? {
             return Err(exists_error(target));
         }
-        fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(format!(".tmp-{}", std::process::id()));
-        let tmp = parent.join(tmp_name);
-        fs::create_dir(&tmp).map_err(|e| match e.kind() {
-            io::ErrorKind::AlreadyExists => Error::Output(format!(
-                "{}: temporary output folder already exists (another conversion running, or left over from a crash: delete it)",
-                tmp.display()
-            )),
-            _ => Error::io(&tmp, e),
-        })?;
+        create_parent(&parent, target)?;
+        for line in crate::guard::clear_stale(&parent, &name.to_string_lossy()) {
+            eprintln!("note: {line}");
+        }
+        let tmp = parent.join(temp_name(name, "tmp"));
+        make_temp_dir(&tmp, target)?;
         Ok(OutputDir { target: target.to_path_buf(), tmp, force, committed: false })
     }
 
@@ -59,9 +53,7 @@ impl OutputDir {
 
     /// Writes a small file (config, tokenizer files) into the folder; returns its temporary path.
     pub fn write_file(&self, name: &str, bytes: &[u8]) -> Result<PathBuf> {
-        let path = self.tmp.join(name);
-        fs::write(&path, bytes).map_err(|e| Error::io(&path, e))?;
-        Ok(path)
+        write_synced(&self.tmp.join(name), bytes)
     }
 
     /// Moves the finished folder to the target path and returns that path.
@@ -72,14 +64,12 @@ impl OutputDir {
     pub fn commit(mut self) -> Result<PathBuf> {
         let target = self.target.clone();
         sync_dir(&self.tmp);
+        let _no_interrupt = crate::interrupt::lock();
         if exists(&target)? {
             if !self.force {
                 return Err(exists_error(&target));
             }
-            let mut old_name = std::ffi::OsString::from(".");
-            old_name.push(target.file_name().expect("checked in create"));
-            old_name.push(format!(".old-{}", std::process::id()));
-            let old = self.tmp.with_file_name(old_name);
+            let old = self.tmp.with_file_name(temp_name(target.file_name().expect("checked in create"), "old"));
             fs::rename(&target, &old).map_err(|e| {
                 Error::Output(format!(
                     "{}: cannot move the existing output aside to {}: {e}",
@@ -117,6 +107,8 @@ impl OutputDir {
         if let Some(parent) = self.tmp.parent() {
             sync_dir(parent);
         }
+        drop(_no_interrupt);
+        crate::interrupt::untrack(&self.tmp);
         Ok(target)
     }
 }
@@ -126,6 +118,121 @@ impl Drop for OutputDir {
         if !self.committed {
             let _ = fs::remove_dir_all(&self.tmp);
         }
+        crate::interrupt::untrack(&self.tmp);
+    }
+}
+
+/// Files added to a folder that may hold other files: the checkpoint's own folder, in the
+/// documented `--pytorch_dump_output DIR/pytorch_model.bin` form. Everything is written into a
+/// temporary folder inside `DIR`, then renamed into place file by file, so each file appears
+/// whole and nothing else in `DIR` is touched.
+///
+/// Dropping it without committing deletes the temporary folder.
+#[derive(Debug)]
+pub struct FilesInto {
+    dir: PathBuf,
+    tmp: PathBuf,
+}
+
+impl FilesInto {
+    /// Prepares to add files to `dir` (created if missing); `name` names the temporary folder
+    /// (`.NAME.tmp-PID`), normally after the weight file.
+    pub fn create(dir: &Path, name: &str) -> Result<FilesInto> {
+        create_parent(dir, dir)?;
+        for line in crate::guard::clear_stale(dir, name) {
+            eprintln!("note: {line}");
+        }
+        let tmp = dir.join(temp_name(name.as_ref(), "tmp"));
+        make_temp_dir(&tmp, &dir.join(name))?;
+        Ok(FilesInto { dir: dir.to_path_buf(), tmp })
+    }
+
+    /// The temporary folder to write files into.
+    pub fn path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Writes a small file into the temporary folder; returns its temporary path.
+    pub fn write_file(&self, name: &str, bytes: &[u8]) -> Result<PathBuf> {
+        write_synced(&self.tmp.join(name), bytes)
+    }
+
+    /// Renames `names`, in this order, from the temporary folder into the folder (replacing
+    /// files of the same name), then removes the temporary folder. Returns the final paths.
+    pub fn commit(self, names: &[String]) -> Result<Vec<PathBuf>> {
+        let mut placed = Vec::with_capacity(names.len());
+        {
+            let _no_interrupt = crate::interrupt::lock();
+            for name in names {
+                let (from, to) = (self.tmp.join(name), self.dir.join(name));
+                fs::rename(&from, &to)
+                    .map_err(|e| Error::Output(format!("{}: cannot move {} into place: {e}", to.display(), from.display())))?;
+                placed.push(to);
+            }
+            sync_dir(&self.dir);
+        }
+        Ok(placed)
+    }
+}
+
+impl Drop for FilesInto {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.tmp);
+        crate::interrupt::untrack(&self.tmp);
+    }
+}
+
+/// One file (a report) written under a temporary name beside it and renamed into place. The
+/// temporary file is created at once, so an unwritable location fails before any work.
+#[derive(Debug)]
+pub struct PendingFile {
+    target: PathBuf,
+    tmp: PathBuf,
+}
+
+impl PendingFile {
+    pub fn create(target: &Path) -> Result<PendingFile> {
+        let name = target.file_name().ok_or_else(|| Error::Output(format!("{}: not a file path", target.display())))?;
+        let parent = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        create_parent(&parent, target)?;
+        for line in crate::guard::clear_stale(&parent, &name.to_string_lossy()) {
+            eprintln!("note: {line}");
+        }
+        let tmp = parent.join(temp_name(name, "tmp"));
+        let mut pending = crate::interrupt::lock();
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| Error::Output(format!("{}: cannot write here: {e}", target.display())))?;
+        pending.push(tmp.clone());
+        Ok(PendingFile { target: target.to_path_buf(), tmp })
+    }
+
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// Writes `bytes`, syncs, and renames the file into place.
+    pub fn commit(self, bytes: &[u8]) -> Result<PathBuf> {
+        write_synced(&self.tmp, bytes).map_err(|e| Error::Output(format!("{}: {e}", self.target.display())))?;
+        let _no_interrupt = crate::interrupt::lock();
+        fs::rename(&self.tmp, &self.target)
+            .map_err(|e| Error::Output(format!("{}: cannot move {} into place: {e}", self.target.display(), self.tmp.display())))?;
+        if let Some(parent) = self.target.parent() {
+            sync_dir(parent);
+        }
+        Ok(self.target.clone())
+    }
+}
+
+impl Drop for PendingFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.tmp);
+        crate::interrupt::untrack(&self.tmp);
     }
 }
 
@@ -139,6 +246,44 @@ fn exists(path: &Path) -> Result<bool> {
 
 fn exists_error(target: &Path) -> Error {
     Error::Output(format!("{}: output already exists (use --force to replace it)", target.display()))
+}
+
+/// `.NAME.KIND-PID`: hidden, beside its target (so on the same file system), and recognisable
+/// by [`crate::guard::clear_stale`] once this process is gone.
+fn temp_name(name: &std::ffi::OsStr, kind: &str) -> std::ffi::OsString {
+    let mut tmp = std::ffi::OsString::from(".");
+    tmp.push(name);
+    tmp.push(format!(".{kind}-{}", std::process::id()));
+    tmp
+}
+
+/// Creates the temporary folder and registers it for removal on interrupt, as one step.
+fn make_temp_dir(tmp: &Path, target: &Path) -> Result<()> {
+    let mut pending = crate::interrupt::lock();
+    fs::create_dir(tmp).map_err(|e| match e.kind() {
+        io::ErrorKind::AlreadyExists => Error::Output(format!(
+            "{}: temporary output folder already exists (another conversion running, or left over from a crash: delete it)",
+            tmp.display()
+        )),
+        _ => Error::Output(format!("{}: cannot write here: {e}", target.display())),
+    })?;
+    pending.push(tmp.to_path_buf());
+    Ok(())
+}
+
+/// Creates the output's parent folders; failures name the user's path, not a temporary one.
+fn create_parent(parent: &Path, target: &Path) -> Result<()> {
+    fs::create_dir_all(parent).map_err(|e| {
+        Error::Output(format!("{}: cannot create its folder {}: {e}", target.display(), parent.display()))
+    })
+}
+
+/// Writes a whole file and syncs it to disk before returning.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<PathBuf> {
+    use std::io::Write;
+    let mut f = fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| Error::io(path, e))?;
+    Ok(path.to_path_buf())
 }
 
 /// Best effort: make the renames durable (a no-op where folders cannot be opened).

@@ -583,6 +583,10 @@ impl Checkpoint for Bundle {
         "tf-bundle-v2"
     }
 
+    fn files(&self) -> Vec<PathBuf> {
+        std::iter::once(self.index_path.clone()).chain(self.shards.iter().map(|s| s.path.clone())).collect()
+    }
+
     fn tensors(&self) -> &[TensorInfo] {
         &self.infos
     }

@@ -2,7 +2,7 @@
 //! their names, dtypes and shapes, plus access to each tensor's raw little-endian bytes.
 
 use std::borrow::Cow;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::Result;
 
@@ -66,6 +66,8 @@ pub trait Checkpoint: Send + Sync {
     fn path(&self) -> &Path;
     /// Short name of the format, e.g. "tf-bundle-v2".
     fn format(&self) -> &'static str;
+    /// Every file the checkpoint's data is read from (index and data shards, or V1 shards).
+    fn files(&self) -> Vec<PathBuf>;
     /// All tensors, sorted by name. Internal bookkeeping keys (bundle header, slice entries) are not listed.
     fn tensors(&self) -> &[TensorInfo];
     /// Raw bytes of a fixed-size tensor in little-endian, row-major order, checksum verified.

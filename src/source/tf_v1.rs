@@ -317,6 +317,10 @@ impl Checkpoint for V1Checkpoint {
         "tf-checkpoint-v1"
     }
 
+    fn files(&self) -> Vec<PathBuf> {
+        self.files.iter().map(|f| f.path.clone()).collect()
+    }
+
     fn tensors(&self) -> &[TensorInfo] {
         &self.infos
     }

@@ -117,11 +117,34 @@ pub fn run_suite(root: &Path) -> Result<()> {
             }));
         }
     }
+    // The command transformers documents: pytorch_model.bin written into the checkpoint's own
+    // folder, beside the original files, which must load as a folder of its own.
+    let golden_bert = root.join("golden").join("bert");
+    let beside = work.join("bert-beside-checkpoint");
+    copy_dir(&golden_bert, &beside)?;
+    let status = Command::new(&tfconv)
+        .arg("convert")
+        .args(["--model_type", "bert"])
+        .arg("--tf_checkpoint").arg(beside.join("bert_model.ckpt"))
+        .arg("--config").arg(beside.join("bert_config.json"))
+        .arg("--pytorch_dump_output").arg(beside.join("pytorch_model.bin"))
+        .status()?;
+    if !status.success() {
+        bail!("converting bert beside its checkpoint failed");
+    }
+    cases.push(json!({
+        "name": "bert/beside-checkpoint",
+        "folder": beside,
+        "class": class_of(&beside)?,
+        "probes": golden_bert.join("probes.json"),
+        "expected": golden_bert.join("expected.safetensors"),
+        "atol": 1e-5,
+        "rtol": 1e-4,
+    }));
     // The suite must fail on a silently wrong conversion: one square kernel left transposed.
     let broken = work.join("bert-broken");
     copy_dir(&work.join("bert-safetensors"), &broken)?;
     break_one_tensor(&broken, "bert.encoder.layer.1.attention.self.query.weight")?;
-    let golden_bert = root.join("golden").join("bert");
     cases.push(json!({
         "name": "bert/transposed-query (must fail)",
         "folder": broken,
