@@ -63,6 +63,10 @@ fn err(msg: String) -> Error {
 
 /// Whether `path` is a file ending with the SSTable magic (a V1 checkpoint or an index).
 pub fn has_sstable_magic(path: &Path) -> bool {
+    // Regular files only: opening a FIFO for reading blocks until someone writes to it.
+    if !path.is_file() {
+        return false;
+    }
     let Ok(mut f) = File::open(path) else { return false };
     let Ok(len) = f.metadata().map(|m| m.len()) else { return false };
     if len < FOOTER_LEN as u64 || f.seek(SeekFrom::End(-8)).is_err() {
@@ -145,6 +149,9 @@ pub fn resolve(path: &Path) -> Result<Resolved> {
             path.display()
         )));
     }
+    if let Some(what) = not_a_file(path) {
+        return Err(err(format!("{}: {what}", path.display())));
+    }
     // Nothing at `path`: a sharded V1 pattern, or a typo.
     if let Some(r) = v1_pattern(path) {
         return Ok(r);
@@ -159,7 +166,7 @@ pub fn resolve(path: &Path) -> Result<Resolved> {
         let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
         let similar: Vec<String> = list_dir(dir)
             .into_iter()
-            .filter(|n| !name.is_empty() && (n.starts_with(name) || name.starts_with(n.as_str())))
+            .filter(|n| !name.is_empty() && n != name && (n.starts_with(name) || name.starts_with(n.as_str())))
             .take(10)
             .collect();
         if !similar.is_empty() {
@@ -169,6 +176,48 @@ pub fn resolve(path: &Path) -> Result<Resolved> {
         }
     }
     Err(err(msg))
+}
+
+/// What is at `path` when it is neither a regular file nor a directory (after following
+/// symbolic links), so the error says that instead of "does not exist". `None` when nothing is
+/// there at all. Only metadata is read: opening a FIFO would block.
+fn not_a_file(path: &Path) -> Option<String> {
+    let link = std::fs::symlink_metadata(path);
+    if let Err(e) = &link {
+        // "x/y" where x is a file is as absent as a typo; other failures (permissions) are not.
+        let absent = matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory);
+        return (!absent).then(|| format!("cannot be examined: {e}"));
+    }
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) => {
+            let target = std::fs::read_link(path).map(|t| t.display().to_string()).unwrap_or_else(|_| "?".into());
+            return Some(match e.kind() {
+                std::io::ErrorKind::NotFound => format!("a symbolic link to {target}, which does not exist"),
+                _ => format!("a symbolic link to {target}, which cannot be followed: {e}"),
+            });
+        }
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let t = meta.file_type();
+        if t.is_fifo() {
+            return Some("is a FIFO, not a checkpoint file".into());
+        }
+        let kind = if t.is_char_device() {
+            "a character device"
+        } else if t.is_block_device() {
+            "a block device"
+        } else if t.is_socket() {
+            "a socket"
+        } else {
+            "an unknown kind of file"
+        };
+        Some(format!("not a regular file or directory ({kind})"))
+    }
+    #[cfg(not(unix))]
+    Some(format!("not a regular file or directory ({:?})", meta.file_type()))
 }
 
 /// `prefix-?????-of-NNNNN` as written in `checkpoint` files by TF's sharded V1 saver.
@@ -528,5 +577,59 @@ mod tests {
         assert_eq!(strip_data_suffix("m.ckpt.data-00001-of-00016"), Some("m.ckpt"));
         assert_eq!(strip_data_suffix("m.ckpt.data-x-of-00016"), None);
         assert_eq!(strip_data_suffix("m.data"), None);
+    }
+
+    /// Runs `resolve` on another thread and fails if it does not return promptly, so a test of a
+    /// FIFO fails instead of hanging when something opens it.
+    fn rerr_within_seconds(p: &Path) -> String {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = p.to_path_buf();
+        std::thread::spawn(move || {
+            let _ = tx.send(rerr(&p));
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(10)).expect("resolve blocked (opened a FIFO?)")
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn special_files_and_dangling_links_say_what_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(rerr(Path::new("/dev/null")), "/dev/null: not a regular file or directory (a character device)");
+
+        let fifo = dir.path().join("model.ckpt");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("run mkfifo");
+        assert!(made.success());
+        assert_eq!(rerr_within_seconds(&fifo), format!("{}: is a FIFO, not a checkpoint file", fifo.display()));
+        // Named like a V1 shard, a FIFO is skipped when scanning and never opened.
+        let shard = dir.path().join("s.ckpt-00000-of-00001");
+        assert!(std::process::Command::new("mkfifo").arg(&shard).status().unwrap().success());
+        let e = rerr_within_seconds(&dir.path().join("s.ckpt-?????-of-00001"));
+        assert!(e.starts_with("no checkpoint at"), "{e}");
+        let e = rerr_within_seconds(dir.path());
+        assert!(e.contains("no TensorFlow checkpoint in directory"), "{e}");
+
+        let link = dir.path().join("bert_model.ckpt");
+        let target = dir.path().join("gone/bert_model.ckpt");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert_eq!(rerr(&link), format!("{}: a symbolic link to {}, which does not exist", link.display(), target.display()));
+        // A link to a special file is described by what it points to.
+        let to_null = dir.path().join("null-link");
+        std::os::unix::fs::symlink("/dev/null", &to_null).unwrap();
+        assert!(rerr(&to_null).ends_with("not a regular file or directory (a character device)"));
+        // A path under a regular file is simply absent.
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, b"").unwrap();
+        let e = rerr(&plain.join("under"));
+        assert!(e.starts_with("no checkpoint at"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_path_lists_similar_names_but_not_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("model.ckpt-1.meta"), b"graph").unwrap();
+        std::fs::write(dir.path().join("model.ckpt-10"), b"").unwrap();
+        let missing = dir.path().join("model.ckpt-1");
+        let e = rerr(&missing);
+        assert!(e.ends_with(&format!("similar names in {}: model.ckpt-1.meta, model.ckpt-10", dir.path().display())), "{e}");
     }
 }

@@ -53,33 +53,46 @@ pub struct VerifyReport {
     pub seconds_tensorflow: f64,
 }
 
+/// A stored tensor's dtype and shape.
+pub type TensorMeta = (DType, Vec<usize>);
+
 /// Name, dtype and shape of every tensor in an HF folder's weight files.
-pub fn folder_tensors(files: &[PathBuf]) -> Result<BTreeMap<String, (DType, Vec<usize>)>> {
+pub fn folder_tensors(files: &[PathBuf]) -> Result<BTreeMap<String, TensorMeta>> {
     let mut out = BTreeMap::new();
     for file in files {
-        if file.extension().is_some_and(|e| e == "safetensors") {
-            let bytes = std::fs::read(file).map_err(|e| Error::io(file, e))?;
-            let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-                .map_err(|e| Error::input(file, format!("not a valid safetensors file: {e}")))?;
-            for (name, info) in meta.tensors() {
-                let dtype = safetensors_dtype(info.dtype).ok_or_else(|| Error::tensor(file, &name, "unsupported dtype"))?;
-                out.insert(name, (dtype, info.shape.clone()));
-            }
-        } else if file.extension().is_some_and(|e| e == "bin") {
-            let infos = candle_core::pickle::read_pth_tensor_info(file, false, None)
-                .map_err(|e| Error::input(file, format!("not a readable torch file: {e}")))?;
-            for t in infos {
-                let dtype = match t.dtype {
-                    candle_core::DType::F32 => DType::F32,
-                    candle_core::DType::F16 => DType::F16,
-                    candle_core::DType::BF16 => DType::BF16,
-                    candle_core::DType::F64 => DType::F64,
-                    candle_core::DType::I64 => DType::I64,
-                    candle_core::DType::U8 => DType::U8,
-                    other => return Err(Error::tensor(file, &t.name, format!("unexpected dtype {other:?}"))),
-                };
-                out.insert(t.name.clone(), (dtype, t.layout.shape().dims().to_vec()));
-            }
+        out.extend(file_tensors(file)?);
+    }
+    Ok(out)
+}
+
+/// Name, dtype and shape of every tensor in one `.safetensors` or `.bin` file (headers only).
+fn file_tensors(file: &Path) -> Result<Vec<(String, TensorMeta)>> {
+    let mut out = Vec::new();
+    if file.extension().is_some_and(|e| e == "safetensors") {
+        let f = std::fs::File::open(file).map_err(|e| Error::io(file, e))?;
+        // Mapped rather than read: only the header is touched, whatever the shard's size.
+        // SAFETY: the files are ours (just written) or the user's; they are not modified while mapped.
+        let bytes = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| Error::io(file, e))?;
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+            .map_err(|e| Error::input(file, format!("not a valid safetensors file: {e}")))?;
+        for (name, info) in meta.tensors() {
+            let dtype = safetensors_dtype(info.dtype).ok_or_else(|| Error::tensor(file, &name, "unsupported dtype"))?;
+            out.push((name, (dtype, info.shape.clone())));
+        }
+    } else if file.extension().is_some_and(|e| e == "bin") {
+        let infos = candle_core::pickle::read_pth_tensor_info(file, false, None)
+            .map_err(|e| Error::input(file, format!("not a readable torch file: {e}")))?;
+        for t in infos {
+            let dtype = match t.dtype {
+                candle_core::DType::F32 => DType::F32,
+                candle_core::DType::F16 => DType::F16,
+                candle_core::DType::BF16 => DType::BF16,
+                candle_core::DType::F64 => DType::F64,
+                candle_core::DType::I64 => DType::I64,
+                candle_core::DType::U8 => DType::U8,
+                other => return Err(Error::tensor(file, &t.name, format!("unexpected dtype {other:?}"))),
+            };
+            out.push((t.name.clone(), (dtype, t.layout.shape().dims().to_vec())));
         }
     }
     Ok(out)
@@ -102,25 +115,97 @@ fn safetensors_dtype(d: safetensors::Dtype) -> Option<DType> {
     })
 }
 
+/// A sharded folder's index: its path and its weight_map (tensor name → shard file name).
+pub struct ShardIndex {
+    pub path: PathBuf,
+    pub weight_map: BTreeMap<String, String>,
+}
+
 /// The weight files of an HF folder: the single file, or every shard named by the index.
 pub fn weight_files(folder: &Path) -> Result<Vec<PathBuf>> {
+    Ok(weight_layout(folder)?.0)
+}
+
+/// The weight files and, for a sharded folder, its index. A single file wins over an index, as
+/// in `from_pretrained`. Every shard the index names must exist: a missing one is an input error
+/// naming it, not a pile of "missing weight" lines.
+pub fn weight_layout(folder: &Path) -> Result<(Vec<PathBuf>, Option<ShardIndex>)> {
     for (single, index) in [("model.safetensors", "model.safetensors.index.json"), ("pytorch_model.bin", "pytorch_model.bin.index.json")] {
         if folder.join(single).is_file() {
-            return Ok(vec![folder.join(single)]);
+            return Ok((vec![folder.join(single)], None));
         }
-        let index_path = folder.join(index);
-        if index_path.is_file() {
-            let text = std::fs::read(&index_path).map_err(|e| Error::io(&index_path, e))?;
-            let json: serde_json::Value =
-                serde_json::from_slice(&text).map_err(|e| Error::input(&index_path, format!("not valid JSON: {e}")))?;
-            let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| Error::input(&index_path, "no weight_map"))?;
-            let mut files: Vec<String> = map.values().filter_map(|v| v.as_str().map(String::from)).collect();
-            files.sort();
-            files.dedup();
-            return Ok(files.into_iter().map(|f| folder.join(f)).collect());
+        let path = folder.join(index);
+        if !path.is_file() {
+            continue;
         }
+        let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let json: serde_json::Value =
+            serde_json::from_slice(&text).map_err(|e| Error::input(&path, format!("not valid JSON: {e}")))?;
+        let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| Error::input(&path, "no weight_map"))?;
+        let mut weight_map = BTreeMap::new();
+        for (name, file) in map {
+            let file = file.as_str().ok_or_else(|| Error::input(&path, format!("weight_map[{name:?}] is not a file name")))?;
+            weight_map.insert(name.clone(), file.to_string());
+        }
+        let mut files: Vec<&String> = weight_map.values().collect();
+        files.sort();
+        files.dedup();
+        if files.is_empty() {
+            return Err(Error::input(&path, "the weight_map is empty"));
+        }
+        if let Some(file) = files.iter().find(|f| !folder.join(f).is_file()) {
+            let listed: Vec<&String> = weight_map.iter().filter(|(_, f)| f == file).map(|(t, _)| t).collect();
+            return Err(Error::input(
+                &path,
+                format!(
+                    "shard {file} is missing: the index lists {} tensor(s) in it (e.g. {}), but {} does not exist",
+                    listed.len(),
+                    listed[0],
+                    folder.join(file).display()
+                ),
+            ));
+        }
+        let files = files.into_iter().map(|f| folder.join(f)).collect();
+        return Ok((files, Some(ShardIndex { path, weight_map })));
     }
     Err(Error::input(folder, "no model.safetensors, pytorch_model.bin or shard index in this folder"))
+}
+
+/// Where the index and the shards disagree: a tensor the index places in a shard that does not
+/// hold it, or a tensor a shard holds that the index places elsewhere or nowhere. `from_pretrained`
+/// trusts the index, so either would load a different model than the one verified.
+pub fn index_problems(index: &ShardIndex, files: &[PathBuf]) -> Result<Vec<String>> {
+    let index_name = index.path.file_name().unwrap_or_default().to_string_lossy();
+    let mut held: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for file in files {
+        let shard = file.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        for (name, _) in file_tensors(file)? {
+            held.entry(name).or_default().push(shard.clone());
+        }
+    }
+    let mut names: Vec<&String> = index.weight_map.keys().chain(held.keys()).collect();
+    names.sort();
+    names.dedup();
+    let mut problems = Vec::new();
+    for name in names {
+        let holders = held.get(name).map(Vec::as_slice).unwrap_or_default();
+        match index.weight_map.get(name) {
+            None => problems.push(format!("{} holds {name}, which {index_name} does not list", holders.join(" and "))),
+            Some(listed) if holders.is_empty() => {
+                problems.push(format!("{index_name} lists {name} in {listed}, but {listed} does not hold it"))
+            }
+            Some(listed) if !holders.contains(listed) => problems.push(format!(
+                "{index_name} lists {name} in {listed}, but {listed} does not hold it ({} does)",
+                holders.join(" and ")
+            )),
+            Some(listed) => {
+                for other in holders.iter().filter(|h| *h != listed) {
+                    problems.push(format!("{other} also holds {name}, which {index_name} lists in {listed}"));
+                }
+            }
+        }
+    }
+    Ok(problems)
 }
 
 /// The checks that need no numbers: every planned tensor present with its shape, nothing extra.
@@ -174,11 +259,15 @@ pub fn verify(
     plan: &Plan,
     opts: &VerifyOptions,
 ) -> Result<VerifyReport> {
-    let tf_version = crate::tf_runtime::version()?;
-    let files = weight_files(folder)?;
+    // The folder first: an unreadable folder is an input error whether or not TensorFlow loads.
+    let (files, index) = weight_layout(folder)?;
     let found = folder_tensors(&files)?;
     let folder_arch = folder_architecture(folder)?;
-    let mut structural = Vec::new();
+    let tf_version = crate::tf_runtime::version()?;
+    let mut structural = match &index {
+        Some(index) => index_problems(index, &files)?,
+        None => Vec::new(),
+    };
     if (folder_arch.model_type(), folder_arch.class_name()) != (arch.model_type(), arch.class_name()) {
         structural.push(format!(
             "config.json declares {} ({}), but the checkpoint holds {} ({})",
@@ -237,18 +326,61 @@ pub fn verify(
 /// Loads the folder's weights into candle under HF's names and runs the architecture.
 pub fn candle_outputs(files: &[PathBuf], arch: &dyn Architecture, probes: &Probes) -> Result<Outputs> {
     let device = candle_core::Device::Cpu;
-    let load_err = |e: candle_core::Error| Error::input(&files[0], format!("candle could not load the weights: {e}"));
+    let first = files.first().ok_or_else(|| Error::input(".", "no weight files to load"))?;
+    let load_err = |e: candle_core::Error| Error::input(first, format!("candle could not load the weights: {e}"));
     let vb = if files.iter().all(|f| f.extension().is_some_and(|e| e == "bin")) {
-        if files.len() != 1 {
-            return Err(Error::input(&files[0], "sharded pytorch_model.bin folders are not supported by verify"));
-        }
-        candle_nn::VarBuilder::from_pth(&files[0], candle_core::DType::F32, &device).map_err(load_err)?
+        let shards = PthShards::open(files).map_err(load_err)?;
+        candle_nn::VarBuilder::from_backend(Box::new(shards), candle_core::DType::F32, device.clone())
     } else {
         // SAFETY: the files are ours (just written) or the user's; they are not modified while mapped.
         unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(files, candle_core::DType::F32, &device) }.map_err(load_err)?
     };
     arch.candle_outputs(vb, probes)
         .map_err(|e| Error::Mapping(format!("the converted weights do not fit {}: {e}", arch.class_name())))
+}
+
+/// One or more `pytorch_model*.bin` files as one candle backend. Each tensor is read from the
+/// shard that holds it when the model asks for it (candle's `PthTensors` keeps only the headers
+/// and reopens the zip per tensor), so memory stays at the model's size, not the shards'.
+struct PthShards {
+    shards: Vec<candle_core::pickle::PthTensors>,
+    owner: HashMap<String, usize>,
+}
+
+impl PthShards {
+    fn open(files: &[PathBuf]) -> candle_core::Result<PthShards> {
+        let shards = files.iter().map(|f| candle_core::pickle::PthTensors::new(f, None)).collect::<candle_core::Result<Vec<_>>>()?;
+        let owner = shards.iter().enumerate().flat_map(|(i, s)| s.tensor_infos().keys().map(move |k| (k.clone(), i))).collect();
+        Ok(PthShards { shards, owner })
+    }
+
+    fn shard(&self, name: &str) -> candle_core::Result<&candle_core::pickle::PthTensors> {
+        match self.owner.get(name) {
+            Some(&i) => Ok(&self.shards[i]),
+            None => Err(candle_core::Error::CannotFindTensor { path: name.to_string() }.bt()),
+        }
+    }
+}
+
+impl candle_nn::var_builder::SimpleBackend for PthShards {
+    fn get(
+        &self,
+        shape: candle_core::Shape,
+        name: &str,
+        init: candle_nn::Init,
+        dtype: candle_core::DType,
+        dev: &candle_core::Device,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        candle_nn::var_builder::SimpleBackend::get(self.shard(name)?, shape, name, init, dtype, dev)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: candle_core::DType, dev: &candle_core::Device) -> candle_core::Result<candle_core::Tensor> {
+        candle_nn::var_builder::SimpleBackend::get_unchecked(self.shard(name)?, name, dtype, dev)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.owner.contains_key(name)
+    }
 }
 
 /// The human summary, for stderr.

@@ -146,6 +146,57 @@ pub fn hf_hidden_act(layout: Layout, original: &str) -> String {
     }
 }
 
+/// The `hidden_act` values tfconv converts: names transformers' `ACT2FN` knows that tfconv's
+/// candle model (`candle_util::Activation`) and TF reference (`GraphBuilder::activation`) both
+/// compute. `tanh` and `linear` are valid in ACT2FN and original BERT, but neither side has them.
+pub const HIDDEN_ACTS: &[&str] = &["gelu", "gelu_new", "gelu_pytorch_tanh", "relu"];
+
+/// The original `hidden_act` values of a Model Garden checkpoint that the TF2 reference computes
+/// (`model_garden_activation`); `hf_hidden_act` maps each into [`HIDDEN_ACTS`].
+pub const MODEL_GARDEN_ACTS: &[&str] = &["gelu", "relu"];
+
+/// Checks every field BERT needs before anything is built from the config, so a value that
+/// transformers cannot load or tfconv cannot compute fails here, naming the field and value,
+/// instead of producing an unloadable folder or a panic in verify. Done on the JSON rather than
+/// the parsed struct so that a negative or fractional size is named too (serde only says
+/// "expected usize"). `acts` are the allowed `hidden_act` values.
+pub fn validate_config(config: &serde_json::Value, acts: &[&str]) -> Result<(), String> {
+    let obj = config.as_object().ok_or_else(|| format!("the config is not a JSON object: {config}"))?;
+    let size = |field: &str| -> Result<Option<u64>, String> {
+        let Some(v) = obj.get(field) else { return Ok(None) };
+        v.as_u64().filter(|&n| n > 0).map(Some).ok_or_else(|| format!("{field} must be a positive integer, got {v}"))
+    };
+    for field in ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"] {
+        size(field)?.ok_or_else(|| format!("{field} is missing"))?;
+    }
+    // These two have defaults (512 and 2) when absent.
+    size("max_position_embeddings")?;
+    size("type_vocab_size")?;
+    if let (Some(h), Some(n)) = (size("hidden_size")?, size("num_attention_heads")?) {
+        if h % n != 0 {
+            return Err(format!("hidden_size {h} must be a multiple of num_attention_heads {n}"));
+        }
+    }
+    match obj.get("hidden_act") {
+        None => {}
+        Some(serde_json::Value::String(a)) if acts.contains(&a.as_str()) => {}
+        Some(v) => return Err(format!("hidden_act {v} is not supported (allowed: {})", acts.join(", "))),
+    }
+    if let Some(v) = obj.get("layer_norm_eps") {
+        if !v.as_f64().is_some_and(|e| e.is_finite() && e > 0.0) {
+            return Err(format!("layer_norm_eps must be a positive finite number, got {v}"));
+        }
+    }
+    // transformers initialises any weight it has to create (a fresh head when fine-tuning) with
+    // `normal_(std=initializer_range)`, which rejects a negative std.
+    if let Some(v) = obj.get("initializer_range") {
+        if !v.as_f64().is_some_and(|r| r.is_finite() && r >= 0.0) {
+            return Err(format!("initializer_range must be a non-negative finite number, got {v}"));
+        }
+    }
+    Ok(())
+}
+
 impl Head {
     pub fn class_name(self) -> &'static str {
         match self {
@@ -329,8 +380,10 @@ pub struct Bert {
 
 impl Bert {
     pub fn from_original(original: &serde_json::Value, vars: &[SourceVar]) -> Result<Bert, String> {
-        let mut cfg: BertConfig = serde_json::from_value(original.clone()).map_err(|e| format!("bert config: {e}"))?;
         let layout = Layout::detect(vars);
+        // A Model Garden config's hidden_act is read by Model Garden, so it has its own list.
+        validate_config(original, if layout == Layout::Tf2Objects { MODEL_GARDEN_ACTS } else { HIDDEN_ACTS })?;
+        let mut cfg: BertConfig = serde_json::from_value(original.clone()).map_err(|e| format!("bert config: {e}"))?;
         cfg.hidden_act = hf_hidden_act(layout, &cfg.hidden_act);
         let head = match layout {
             Layout::Tf1 => detect_head(vars),
@@ -340,6 +393,7 @@ impl Bert {
     }
 
     pub fn from_hf_config(config: &serde_json::Value) -> Result<Bert, String> {
+        validate_config(config, HIDDEN_ACTS)?;
         let cfg: BertConfig = serde_json::from_value(config.clone()).map_err(|e| format!("config.json: {e}"))?;
         let class = config.get("architectures").and_then(|a| a.get(0)).and_then(|a| a.as_str()).unwrap_or("BertModel");
         let head = match class {
@@ -496,5 +550,85 @@ mod tests {
             assert_eq!(plan.mappings.len(), 5 + 16 + 2);
             assert_eq!(plan.skipped.len(), 2);
         }
+    }
+
+    /// The tiny config as JSON with `edit` applied (`None` removes the field).
+    fn edited(field: &str, value: Option<serde_json::Value>) -> serde_json::Value {
+        let mut c = serde_json::to_value(tiny()).unwrap();
+        let obj = c.as_object_mut().unwrap();
+        match value {
+            Some(v) => obj.insert(field.into(), v),
+            None => obj.remove(field),
+        };
+        c
+    }
+
+    fn rejected(config: &serde_json::Value, vars: &[SourceVar]) -> String {
+        let original = Bert::from_original(config, vars).err().unwrap_or_else(|| panic!("accepted {config}"));
+        // An HF config.json with the same value is refused the same way (verify reads those).
+        if Layout::detect(vars) == Layout::Tf1 {
+            assert_eq!(Bert::from_hf_config(config).err().as_deref(), Some(original.as_str()));
+        }
+        original
+    }
+
+    #[test]
+    fn every_bad_config_field_is_refused_naming_field_and_value() {
+        let sizes = ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "max_position_embeddings", "type_vocab_size"];
+        for field in sizes {
+            for bad in [json!(0), json!(-1), json!(2.5), json!("8"), json!(null)] {
+                let e = rejected(&edited(field, Some(bad.clone())), &[]);
+                assert_eq!(e, format!("{field} must be a positive integer, got {bad}"));
+            }
+        }
+        for field in &sizes[..5] {
+            assert_eq!(rejected(&edited(field, None), &[]), format!("{field} is missing"));
+        }
+        let e = rejected(&edited("num_attention_heads", Some(json!(3))), &[]);
+        assert_eq!(e, "hidden_size 8 must be a multiple of num_attention_heads 3");
+        for bad in [json!("foo"), json!("tanh"), json!("GELU"), json!(1)] {
+            let e = rejected(&edited("hidden_act", Some(bad.clone())), &[]);
+            assert_eq!(e, format!("hidden_act {bad} is not supported (allowed: gelu, gelu_new, gelu_pytorch_tanh, relu)"));
+        }
+        for bad in [json!(0.0), json!(-1e-12), json!("1e-12"), json!(null)] {
+            let e = rejected(&edited("layer_norm_eps", Some(bad.clone())), &[]);
+            assert_eq!(e, format!("layer_norm_eps must be a positive finite number, got {bad}"));
+        }
+        // JSON cannot spell NaN or infinity (serde_json turns them into null), so null stands in.
+        for bad in [json!(-0.02), json!("0.02"), json!(null)] {
+            let e = rejected(&edited("initializer_range", Some(bad.clone())), &[]);
+            assert_eq!(e, format!("initializer_range must be a non-negative finite number, got {bad}"));
+        }
+        assert!(rejected(&json!([1, 2]), &[]).starts_with("the config is not a JSON object"));
+        // Model Garden reads its own hidden_act, and knows no "gelu_new".
+        let e = rejected(&edited("hidden_act", Some(json!("gelu_new"))), &tf2_vars("_attention_output_dense"));
+        assert_eq!(e, "hidden_act \"gelu_new\" is not supported (allowed: gelu, relu)");
+    }
+
+    #[test]
+    fn allowed_activations_are_computed_by_the_candle_model() {
+        for act in HIDDEN_ACTS {
+            assert!(crate::candle_util::Activation::from_hf_name(act).is_ok(), "{act}");
+        }
+        for act in MODEL_GARDEN_ACTS {
+            assert!(HIDDEN_ACTS.contains(&hf_hidden_act(Layout::Tf2Objects, act).as_str()), "{act}");
+        }
+    }
+
+    #[test]
+    fn golden_configs_and_their_converted_configs_are_accepted() {
+        let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../golden");
+        let mut seen = 0;
+        for case in std::fs::read_dir(&golden).unwrap() {
+            let path = case.unwrap().path().join("bert_config.json");
+            let Ok(text) = std::fs::read(&path) else { continue };
+            let original: serde_json::Value = serde_json::from_slice(&text).unwrap();
+            let vars = if path.parent().unwrap().ends_with("bert-tf2") { tf2_vars("_attention_output_dense") } else { Vec::new() };
+            let bert = Bert::from_original(&original, &vars).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let hf = crate::arch::Architecture::hf_config(&bert, "float32", None);
+            Bert::from_hf_config(&hf).unwrap_or_else(|e| panic!("{} converted: {e}", path.display()));
+            seen += 1;
+        }
+        assert!(seen >= 5, "expected the golden BERT cases, found {seen}");
     }
 }
