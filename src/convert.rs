@@ -305,6 +305,17 @@ pub fn check(opts: &ConvertOptions) -> Result<Conversion> {
                 };
                 planned.push((name, bytes, action));
             }
+            // from_pretrained picks model.safetensors over pytorch_model.bin, whatever is newer.
+            for other in [Format::Safetensors, Format::PytorchBin].into_iter().filter(|f| *f != format) {
+                let stale = [other.single_file_name(), other.index_file_name()].map(|n| dir.join(n));
+                for path in stale.iter().filter(|p| p.exists()) {
+                    notes.push(format!(
+                        "{} is also in this folder; from_pretrained loads model.safetensors before pytorch_model.bin, \
+                         so it may load that file instead of the one written now",
+                        path.display()
+                    ));
+                }
+            }
             for name in weight_names.iter().chain(planned.iter().filter(|c| c.2 == Action::Write).map(|c| &c.0)) {
                 protected.add_output(&dir.join(name));
             }

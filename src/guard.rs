@@ -71,11 +71,15 @@ pub enum Kind {
 /// its parents and `..` resolved). `flag` names the option the path came from, for messages.
 pub fn check_target(path: &Path, flag: &str, kind: Kind, protected: &Protected, force: bool) -> Result<PathBuf> {
     let refuse = |why: String| Error::Output(format!("{flag} {}: {why}", path.display()));
-    let name = path.file_name().filter(|n| !n.is_empty() && *n != "." && *n != "..");
-    if name.is_none() || path.as_os_str().is_empty() {
-        return Err(refuse("the path must end in a file or folder name".into()));
+    if path.as_os_str().is_empty() {
+        return Err(refuse("the path is empty".into()));
     }
-    let resolved = resolve_parent(path).map_err(|e| refuse(format!("cannot resolve it: {e}")))?;
+    // `.`, `..` and `x/..` name folders by where they lead, so they are resolved fully.
+    let resolved = match path.file_name() {
+        Some(_) => resolve_parent(path),
+        None => resolve(path),
+    }
+    .map_err(|e| refuse(format!("cannot resolve it: {e}")))?;
     if resolved.parent().is_none() {
         return Err(refuse("refusing to write the root folder".into()));
     }
