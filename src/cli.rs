@@ -91,6 +91,11 @@ struct ConvertArgs {
     /// Override the lower-casing inferred from vocab.txt.
     #[arg(long)]
     do_lower_case: Option<bool>,
+    /// The activation the training code really used, when the config's name is ambiguous
+    /// (BERT: google-research/bert's "gelu" is erf before Feb 2019, tanh after; pass gelu_new
+    /// for the latter). Written to config.json; the TensorFlow reference follows it.
+    #[arg(long)]
+    hidden_act: Option<String>,
     /// Print the mapping plan and exit without writing.
     #[arg(long, conflicts_with_all = ["verify", "report"])]
     print_plan: bool,
@@ -116,6 +121,13 @@ struct VerifyArgs {
     /// Replace an existing --report file.
     #[arg(long)]
     force: bool,
+    /// The activation the original was trained with, as for `convert --hidden-act`.
+    #[arg(long)]
+    hidden_act: Option<String>,
+    /// With no original config, build the reference from the folder's own config.json. Mistakes
+    /// in that file then go unnoticed, so this must be asked for.
+    #[arg(long)]
+    trust_folder_config: bool,
     #[command(flatten)]
     flags: VerifyFlags,
 }
@@ -152,6 +164,10 @@ impl VerifyFlags {
             rtol: self.rtol,
         }
     }
+}
+
+fn overrides(hidden_act: &Option<String>) -> Vec<(String, serde_json::Value)> {
+    hidden_act.iter().map(|a| ("hidden_act".to_string(), serde_json::Value::from(a.as_str()))).collect()
 }
 
 fn parse_shard_size(s: &str) -> Result<u64, String> {
@@ -280,6 +296,7 @@ fn convert(args: ConvertArgs) -> crate::Result<u8> {
         finetuning_task: args.finetuning_task_name.clone(),
         tokenizer: tfconv_models::arch::TokenizerOptions { do_lower_case: args.do_lower_case },
         progress: true,
+        config_overrides: overrides(&args.hidden_act),
     };
     if args.print_plan {
         let prepared = crate::convert::prepare(&opts)?;
@@ -361,16 +378,21 @@ fn verify(args: VerifyArgs) -> crate::Result<u8> {
             .map_err(|e| Error::Mapping(format!("{}: {e}", ckpt.path().display())))?
             .to_string(),
     };
-    let (original_path, original) = match crate::convert::find_config(ckpt.path(), args.config.as_deref()) {
+    let (original_path, mut original) = match crate::convert::find_config(ckpt.path(), args.config.as_deref()) {
         Ok(found) => found,
-        Err(Error::Resolve(why)) => {
-            eprintln!(
-                "warning: {why}; the reference uses the folder's own config.json, so mistakes in that file cannot be detected"
-            );
+        Err(Error::Resolve(why)) if args.trust_folder_config => {
+            eprintln!("warning: {why}; the reference uses the folder's own config.json (--trust-folder-config), so mistakes in that file cannot be detected");
             (config_path.clone(), config.clone())
+        }
+        Err(Error::Resolve(why)) => {
+            return Err(Error::Resolve(format!(
+                "{why}. The reference must come from the original config, or a mistake in the folder's config.json \
+                 would be mirrored on both sides; pass --trust-folder-config to use the folder's config.json anyway"
+            )))
         }
         Err(e) => return Err(e),
     };
+    crate::convert::apply_overrides(&mut original, &overrides(&args.hidden_act));
     let arch = tfconv_models::arch::from_original(&model_type, &original, &vars).map_err(|e| Error::input(&original_path, e))?;
     let plan = arch
         .plan(&vars)

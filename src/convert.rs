@@ -29,6 +29,8 @@ pub struct ConvertOptions {
     pub finetuning_task: Option<String>,
     pub tokenizer: TokenizerOptions,
     pub progress: bool,
+    /// Keys replaced in the original config before anything is built from it (`--hidden-act`).
+    pub config_overrides: Vec<(String, serde_json::Value)>,
 }
 
 impl ConvertOptions {
@@ -46,6 +48,7 @@ impl ConvertOptions {
             finetuning_task: None,
             tokenizer: TokenizerOptions::default(),
             progress: false,
+            config_overrides: Vec::new(),
         }
     }
 }
@@ -91,6 +94,16 @@ pub fn find_config(ckpt_path: &Path, explicit: Option<&Path>) -> Result<(PathBuf
     let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
     let value = serde_json::from_slice(&text).map_err(|e| Error::input(&path, format!("not valid JSON: {e}")))?;
     Ok((path, value))
+}
+
+/// Replaces keys of an original config: the user knows something the file does not say (which
+/// GELU the training code used). Both the reference and config.json then follow it.
+pub fn apply_overrides(config: &mut serde_json::Value, overrides: &[(String, serde_json::Value)]) {
+    if let Some(map) = config.as_object_mut() {
+        for (key, value) in overrides {
+            map.insert(key.clone(), value.clone());
+        }
+    }
 }
 
 /// The folder a checkpoint lives in (a prefix's parent, or the folder itself).
@@ -154,8 +167,15 @@ pub fn prepare(opts: &ConvertOptions) -> Result<Prepared> {
         Some(t) => t.clone(),
         None => arch::detect_model_type(&vars).map_err(|e| Error::Mapping(format!("{}: {e}", ckpt.path().display())))?.to_string(),
     };
-    let (config_path, config) = find_config(ckpt.path(), opts.config.as_deref())?;
-    let arch = arch::from_original(&model_type, &config, &vars).map_err(|e| Error::input(&config_path, e))?;
+    let (config_path, mut config) = find_config(ckpt.path(), opts.config.as_deref())?;
+    apply_overrides(&mut config, &opts.config_overrides);
+    let arch = arch::from_original(&model_type, &config, &vars).map_err(|e| {
+        let given: Vec<String> = opts.config_overrides.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        match given.is_empty() {
+            true => Error::input(&config_path, e),
+            false => Error::input(&config_path, format!("{e} (with {} from the command line)", given.join(", "))),
+        }
+    })?;
     let plan = arch
         .plan(&vars)
         .map_err(|e| Error::Mapping(format!("{} as {}: {e}", ckpt.path().display(), arch.class_name())))?;
