@@ -56,6 +56,39 @@ fn every_documented_exit_code_with_a_message_naming_the_cause() {
     let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(bad_act.join("bert_config.json")).unwrap()).unwrap();
     config["hidden_act"] = "foo".into();
     std::fs::write(bad_act.join("bert_config.json"), config.to_string()).unwrap();
+    // Special files and a dangling link where a checkpoint is expected.
+    let fifo = t.join("a-fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let dangling = t.join("dangling");
+    std::os::unix::fs::symlink(t.join("nowhere"), &dangling).unwrap();
+    // A converted folder, and a "TensorFlow" directory holding some other library.
+    let folder = t.join("converted");
+    let o = tfconv(&["convert", "--tf-checkpoint", ckpt, "--output", folder.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let fake_tf = t.join("fake-tf");
+    std::fs::create_dir(&fake_tf).unwrap();
+    let libz = ["/lib/x86_64-linux-gnu/libz.so.1", "/usr/lib/x86_64-linux-gnu/libz.so.1", "/lib64/libz.so.1", "/usr/lib/libz.so.1"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .expect("this test needs a shared library that is not TensorFlow: libz.so.1");
+    for name in ["libtensorflow_cc.so.2", "libtensorflow_framework.so.2"] {
+        std::fs::copy(libz, fake_tf.join(name)).unwrap();
+    }
+    let verify_folder: Vec<String> = ["verify", "--hf-dir", folder.to_str().unwrap(), "--tf-checkpoint", ckpt].map(String::from).to_vec();
+    let fake_tf_case = Case {
+        what: "a library that is not TensorFlow",
+        args: verify_folder.clone(),
+        env: vec![("TFCONV_TF_DIR", fake_tf.display().to_string()), ("TFCONV_CACHE", t.join("empty-cache").display().to_string()), ("PATH", t.join("no-bin").display().to_string())],
+        code: 6,
+        says: format!("{}/libtensorflow_cc.so.2 is not a TensorFlow C library", fake_tf.display()),
+    };
+    let empty_tf_dir = Case {
+        what: "an empty TFCONV_TF_DIR counts as unset",
+        args: verify_folder.clone(),
+        env: vec![("TFCONV_TF_DIR", String::new())],
+        code: 0,
+        says: "PASS".into(),
+    };
     let no_tf = |mut c: Case| {
         c.env = vec![("TFCONV_TF_DIR", t.join("no-tf").display().to_string()), ("TFCONV_CACHE", t.join("empty-cache").display().to_string())];
         c
@@ -111,6 +144,11 @@ fn every_documented_exit_code_with_a_message_naming_the_cause() {
             "hidden_act",
         ),
         case("unknown flag", &["convert", "--no-such-flag"], 2, "--no-such-flag"),
+        case("inspect a character device", &["inspect", "/dev/null"], 3, "/dev/null: not a regular file or directory (a character device)"),
+        case("inspect a FIFO", &["inspect", fifo.to_str().unwrap()], 3, "is a FIFO, not a checkpoint file"),
+        case("inspect a dangling link", &["inspect", dangling.to_str().unwrap()], 3, "which does not exist"),
+        fake_tf_case,
+        empty_tf_dir,
         case("inspect a missing path", &["inspect", t.join("missing").to_str().unwrap()], 3, "missing"),
     ];
     let mut failures = Vec::new();
