@@ -67,12 +67,9 @@ fn every_documented_exit_code_with_a_message_naming_the_cause() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let fake_tf = t.join("fake-tf");
     std::fs::create_dir(&fake_tf).unwrap();
-    let libz = ["/lib/x86_64-linux-gnu/libz.so.1", "/usr/lib/x86_64-linux-gnu/libz.so.1", "/lib64/libz.so.1", "/usr/lib/libz.so.1"]
-        .into_iter()
-        .find(|p| Path::new(p).is_file())
-        .expect("this test needs a shared library that is not TensorFlow: libz.so.1");
+    let libz = not_tensorflow_library();
     for name in ["libtensorflow_cc.so.2", "libtensorflow_framework.so.2"] {
-        std::fs::copy(libz, fake_tf.join(name)).unwrap();
+        std::fs::copy(&libz, fake_tf.join(name)).unwrap();
     }
     let verify_folder: Vec<String> = ["verify", "--hf-dir", folder.to_str().unwrap(), "--tf-checkpoint", ckpt].map(String::from).to_vec();
     let fake_tf_case = Case {

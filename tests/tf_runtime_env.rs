@@ -9,6 +9,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+use common::not_tensorflow_library as libz;
+
 const CC_LIB: &str = "libtensorflow_cc.so.2";
 const FRAMEWORK_LIB: &str = "libtensorflow_framework.so.2";
 
@@ -48,15 +51,6 @@ fn verify(tmp: &Path, set: &[(&str, &Path)], remove: &[&str]) -> (i32, String) {
 /// The directory holding the real TensorFlow libraries, as the library finds it from this environment.
 fn real_tensorflow() -> PathBuf {
     tfconv::tf_runtime::find_library_dir().expect("these tests need TensorFlow: run `cargo xtask setup-tf`")
-}
-
-/// A real shared library that is not TensorFlow.
-fn libz() -> PathBuf {
-    ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib/aarch64-linux-gnu", "/usr/lib64", "/lib64", "/usr/lib", "/lib"]
-        .iter()
-        .map(|d| Path::new(d).join("libz.so.1"))
-        .find(|p| p.is_file())
-        .expect("these tests need a non-TensorFlow shared library: libz.so.1")
 }
 
 #[test]

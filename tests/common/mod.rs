@@ -126,3 +126,12 @@ pub fn reported_outputs(o: &Output) -> Vec<PathBuf> {
         .map(PathBuf::from)
         .collect()
 }
+
+/// A real shared library that is not TensorFlow (libz), to stand in for a wrong TFCONV_TF_DIR.
+pub fn not_tensorflow_library() -> PathBuf {
+    ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib/aarch64-linux-gnu", "/usr/lib64", "/lib64", "/usr/lib", "/lib"]
+        .iter()
+        .map(|d| Path::new(d).join("libz.so.1"))
+        .find(|p| p.is_file())
+        .expect("these tests need a shared library that is not TensorFlow: libz.so.1")
+}
