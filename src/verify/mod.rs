@@ -3,10 +3,12 @@
 
 pub mod compare;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use candle_nn::var_builder::SimpleBackend;
 use serde::Serialize;
 use tfconv_models::arch::Architecture;
 use tfconv_models::plan::Plan;
@@ -208,8 +210,87 @@ pub fn index_problems(index: &ShardIndex, files: &[PathBuf]) -> Result<Vec<Strin
     Ok(problems)
 }
 
-/// The checks that need no numbers: every planned tensor present with its shape, nothing extra.
-pub fn structural_problems(plan: &Plan, found: &BTreeMap<String, (DType, Vec<usize>)>) -> Vec<String> {
+/// Parameters HF ties, per model class: (alias, the planned tensor it is tied to). HF's own
+/// `transformers convert` torch.save's the full state dict, so its folders hold these aliases as
+/// extra tensors. This belongs to the architecture (a `tied_aliases()` on `Architecture` in
+/// models/src/arch.rs); it lives here until the trait grows that method.
+pub const TIED_ALIASES: &[(&str, &[(&str, &str)])] = &[(
+    "BertForPreTraining",
+    &[
+        ("cls.predictions.decoder.weight", "bert.embeddings.word_embeddings.weight"),
+        ("cls.predictions.decoder.bias", "cls.predictions.bias"),
+    ],
+)];
+
+/// The tie aliases a folder holds beside the tensors they are tied to.
+#[derive(Debug, Default)]
+pub struct Ties {
+    /// Aliases with the same dtype, shape and bytes as their tensor: the same parameter twice.
+    pub identical: BTreeSet<String>,
+    /// Aliases that differ from their tensor; each is named in `problems`.
+    pub differing: BTreeSet<String>,
+    pub problems: Vec<String>,
+}
+
+/// Compares every tie alias of `class` that the folder holds (and the plan does not map) with
+/// the planned tensor it is tied to. `from_pretrained` keeps one of the two for both names, so
+/// they must be bit-identical for the folder to mean one model.
+pub fn check_ties(class: &str, plan: &Plan, found: &BTreeMap<String, TensorMeta>, files: &[PathBuf]) -> Result<Ties> {
+    let mut ties = Ties::default();
+    let aliases = TIED_ALIASES.iter().filter(|(c, _)| *c == class).flat_map(|(_, a)| a.iter());
+    let planned = |name: &str| plan.mappings.iter().any(|m| m.target == name);
+    for &(alias, target) in aliases {
+        let (Some(a), Some(t)) = (found.get(alias), found.get(target)) else { continue };
+        if planned(alias) || !planned(target) {
+            continue;
+        }
+        let why = if a.0 != t.0 {
+            Some(format!("it is stored as {} and {target} as {}", a.0.name(), t.0.name()))
+        } else if a.1 != t.1 {
+            Some(format!("it has shape {:?} and {target} {:?}", a.1, t.1))
+        } else {
+            let (x, y) = (tensor_bytes(files, alias)?, tensor_bytes(files, target)?);
+            let width = (x.len() / a.1.iter().product::<usize>().max(1)).max(1);
+            let differ = x.chunks(width).zip(y.chunks(width)).filter(|(p, q)| p != q).count();
+            (differ > 0).then(|| format!("{differ} of {} elements", x.len() / width))
+        };
+        match why {
+            None => ties.identical.insert(alias.to_string()),
+            Some(why) => {
+                ties.problems.push(format!(
+                    "{alias} is tied to {target} in {class}, but the two differ ({why}): from_pretrained keeps one of them or unties the two, depending on the transformers version"
+                ));
+                ties.differing.insert(alias.to_string())
+            }
+        };
+    }
+    Ok(ties)
+}
+
+/// The raw bytes of one tensor, from whichever weight file holds it.
+fn tensor_bytes(files: &[PathBuf], name: &str) -> Result<Vec<u8>> {
+    use safetensors::View;
+    for file in files {
+        if !file_tensors(file)?.iter().any(|(n, _)| n == name) {
+            continue;
+        }
+        let err = |e: candle_core::Error| Error::tensor(file, name, format!("unreadable: {e}"));
+        let tensor = if file.extension().is_some_and(|e| e == "bin") {
+            candle_core::pickle::PthTensors::new(file, None).and_then(|p| p.get(name)).map_err(err)?
+        } else {
+            // SAFETY: as in `file_tensors`.
+            let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(file) }.map_err(err)?;
+            Some(st.load(name, &candle_core::Device::Cpu).map_err(err)?)
+        };
+        let tensor = tensor.ok_or_else(|| Error::tensor(file, name, "listed but not readable"))?;
+        return Ok(tensor.contiguous().map_err(err)?.data().into_owned());
+    }
+    Err(Error::input(files.first().map(PathBuf::as_path).unwrap_or(Path::new(".")), format!("no weight file holds {name}")))
+}
+
+/// The checks that need no numbers: every planned tensor present with its shape, nothing extra
+/// but tie aliases (already judged in `ties`), and as many parameters as the original model.
+pub fn structural_problems(plan: &Plan, found: &BTreeMap<String, TensorMeta>, ties: &Ties) -> Vec<String> {
     let mut problems = Vec::new();
     for m in &plan.mappings {
         match found.get(&m.target) {
@@ -220,17 +301,72 @@ pub fn structural_problems(plan: &Plan, found: &BTreeMap<String, (DType, Vec<usi
             _ => {}
         }
     }
-    for name in found.keys() {
+    let is_alias = |name: &String| ties.identical.contains(name) || ties.differing.contains(name);
+    for name in found.keys().filter(|n| !is_alias(n)) {
         if !plan.mappings.iter().any(|m| &m.target == name) {
             problems.push(format!("unexpected weight {name}"));
         }
     }
+    problems.extend(ties.problems.iter().cloned());
     let expected: u64 = plan.mappings.iter().map(|m| m.shape.iter().product::<usize>() as u64).sum();
-    let present: u64 = found.values().map(|(_, s)| s.iter().product::<usize>() as u64).sum();
+    // A differing alias is already reported above; counting it again would only add noise.
+    let present: u64 = found.iter().filter(|(n, _)| !is_alias(n)).map(|(_, (_, s))| s.iter().product::<usize>() as u64).sum();
     if expected != present {
         problems.push(format!("the folder holds {present} parameters, the original model has {expected}"));
     }
     problems
+}
+
+/// What `from_pretrained` would warn about when the folder's config.json and its weights
+/// disagree: stored tensors a model built from config.json never asks for (unexpected keys),
+/// and tensors it asks for that the folder lacks. Layer-indexed names are grouped per layer and
+/// blamed on config.json's layer count.
+fn config_findings(config: &serde_json::Value, unused: &[&str], lacking: &[&str]) -> Vec<String> {
+    // The layer-count key, whatever the model calls it (num_hidden_layers, n_layer, num_layers).
+    let layer_key = config
+        .as_object()
+        .and_then(|o| o.iter().find(|(k, v)| k.contains("layer") && v.is_u64()))
+        .map(|(k, v)| format!("config.json {k}={v}"));
+    // "bert.encoder.layer.2.output.dense.bias" → ("bert.encoder.layer", 2).
+    let layer_of = |name: &str| {
+        let parts: Vec<&str> = name.split('.').collect();
+        parts.iter().position(|p| p.parse::<usize>().is_ok()).map(|i| (parts[..i].join("."), parts[i].parse::<usize>().unwrap()))
+    };
+    let mut findings = Vec::new();
+    let mut per_layer: BTreeMap<(String, usize), usize> = BTreeMap::new();
+    let mut other = Vec::new();
+    for name in unused {
+        match layer_of(name) {
+            Some(key) => *per_layer.entry(key).or_default() += 1,
+            None => other.push(*name),
+        }
+    }
+    if !per_layer.is_empty() {
+        let count: usize = per_layer.values().sum();
+        let layers: Vec<String> = per_layer.keys().map(|(_, l)| l.to_string()).collect();
+        let globs: Vec<String> = per_layer.keys().map(|(stem, l)| format!("{stem}.{l}.*")).collect();
+        let which = format!("{} {}: {}", if layers.len() == 1 { "layer" } else { "layers" }, layers.join(", "), globs.join(", "));
+        findings.push(match &layer_key {
+            Some(key) => format!("{key}, but the folder holds weights for {which} ({count} tensors unused by a model built from config.json)"),
+            None => format!("the folder holds weights for {which} ({count} tensors unused by a model built from config.json)"),
+        });
+    }
+    if !other.is_empty() {
+        findings.push(format!(
+            "{} tensor(s) the folder holds are unused by a model built from config.json: {}",
+            other.len(),
+            other.join(", ")
+        ));
+    }
+    for name in lacking {
+        findings.push(match (layer_of(name), &layer_key) {
+            (Some((_, l)), Some(key)) => {
+                format!("{key}, but the folder holds no weights for layer {l}: a model built from config.json needs {name}")
+            }
+            _ => format!("a model built from config.json needs {name}, which the folder does not hold"),
+        });
+    }
+    findings
 }
 
 fn tf_data_type(dtype: DType) -> tensorflow::DataType {
@@ -239,11 +375,13 @@ fn tf_data_type(dtype: DType) -> tensorflow::DataType {
 
 /// The architecture the folder's own `config.json` describes: what `from_pretrained` would build.
 pub fn folder_architecture(folder: &Path) -> Result<Box<dyn Architecture>> {
+    tfconv_models::arch::from_hf_config(&folder_config(folder)?).map_err(|e| Error::input(folder.join("config.json"), e))
+}
+
+fn folder_config(folder: &Path) -> Result<serde_json::Value> {
     let path = folder.join("config.json");
     let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-    let config: serde_json::Value =
-        serde_json::from_slice(&text).map_err(|e| Error::input(&path, format!("not valid JSON: {e}")))?;
-    tfconv_models::arch::from_hf_config(&config).map_err(|e| Error::input(&path, e))
+    serde_json::from_slice(&text).map_err(|e| Error::input(&path, format!("not valid JSON: {e}")))
 }
 
 /// Runs both sides on the same probes and compares them.
@@ -277,8 +415,11 @@ pub fn verify(
             arch.model_type()
         ));
     }
-    structural.extend(structural_problems(plan, &found));
-    let parameters: u64 = found.values().map(|(_, s)| s.iter().product::<usize>() as u64).sum();
+    let ties = check_ties(arch.class_name(), plan, &found, &files)?;
+    structural.extend(structural_problems(plan, &found, &ties));
+    // Each distinct tensor once: an identical tie alias is the same parameter under a second name.
+    let parameters: u64 =
+        found.iter().filter(|(n, _)| !ties.identical.contains(*n)).map(|(_, (_, s))| s.iter().product::<usize>() as u64).sum();
     let stored = found.values().map(|(d, _)| *d).find(|d| d.is_float()).unwrap_or(DType::F32);
     let default_tol = Tolerance::for_dtype(stored);
     let tolerance = Tolerance { atol: opts.atol.unwrap_or(default_tol.atol), rtol: opts.rtol.unwrap_or(default_tol.rtol) };
@@ -305,8 +446,23 @@ pub fn verify(
     }
 
     let started = Instant::now();
-    let candle = candle_outputs(&files, folder_arch.as_ref(), &probes)?;
+    let (candle, asked) = candle_run(&files, folder_arch.as_ref(), &probes);
     report.seconds_candle = started.elapsed().as_secs_f64();
+    // The candle model is built from config.json as from_pretrained builds it, so the tensors it
+    // asked for are the folder's expected keys. A model that stopped at a tensor it lacks asked
+    // for only part of its keys, so then only the lacking one is known.
+    let lacking: Vec<&str> = asked.iter().filter(|n| !found.contains_key(*n)).map(String::as_str).collect();
+    let unused: Vec<&str> = match &candle {
+        Ok(_) => found.keys().filter(|n| !asked.contains(*n) && !ties.identical.contains(*n)).map(String::as_str).collect(),
+        Err(_) => Vec::new(),
+    };
+    let findings = config_findings(&folder_config(folder)?, &unused, &lacking);
+    if !findings.is_empty() {
+        report.structural_problems = findings;
+        report.first_divergence = Some("structure".into());
+        return Ok(report);
+    }
+    let candle = candle?;
 
     let started = Instant::now();
     let dtypes: HashMap<String, tensorflow::DataType> =
@@ -325,18 +481,68 @@ pub fn verify(
 
 /// Loads the folder's weights into candle under HF's names and runs the architecture.
 pub fn candle_outputs(files: &[PathBuf], arch: &dyn Architecture, probes: &Probes) -> Result<Outputs> {
-    let device = candle_core::Device::Cpu;
-    let first = files.first().ok_or_else(|| Error::input(".", "no weight files to load"))?;
+    candle_run(files, arch, probes).0
+}
+
+/// `candle_outputs`, and the name of every tensor the model asked for (found or not).
+fn candle_run(files: &[PathBuf], arch: &dyn Architecture, probes: &Probes) -> (Result<Outputs>, BTreeSet<String>) {
+    let Some(first) = files.first() else { return (Err(Error::input(".", "no weight files to load")), BTreeSet::new()) };
     let load_err = |e: candle_core::Error| Error::input(first, format!("candle could not load the weights: {e}"));
-    let vb = if files.iter().all(|f| f.extension().is_some_and(|e| e == "bin")) {
-        let shards = PthShards::open(files).map_err(load_err)?;
-        candle_nn::VarBuilder::from_backend(Box::new(shards), candle_core::DType::F32, device.clone())
+    let backend: Box<dyn SimpleBackend> = if files.iter().all(|f| f.extension().is_some_and(|e| e == "bin")) {
+        match PthShards::open(files) {
+            Ok(shards) => Box::new(shards),
+            Err(e) => return (Err(load_err(e)), BTreeSet::new()),
+        }
     } else {
         // SAFETY: the files are ours (just written) or the user's; they are not modified while mapped.
-        unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(files, candle_core::DType::F32, &device) }.map_err(load_err)?
+        match unsafe { candle_core::safetensors::MmapedSafetensors::multi(files) } {
+            Ok(st) => Box::new(st),
+            Err(e) => return (Err(load_err(e)), BTreeSet::new()),
+        }
     };
-    arch.candle_outputs(vb, probes)
-        .map_err(|e| Error::Mapping(format!("the converted weights do not fit {}: {e}", arch.class_name())))
+    let asked = Arc::new(Mutex::new(BTreeSet::new()));
+    let recording = Recording { inner: backend, asked: asked.clone() };
+    let vb = candle_nn::VarBuilder::from_backend(Box::new(recording), candle_core::DType::F32, candle_core::Device::Cpu);
+    let outputs = arch
+        .candle_outputs(vb, probes)
+        .map_err(|e| Error::Mapping(format!("the converted weights do not fit {}: {e}", arch.class_name())));
+    let asked = std::mem::take(&mut *asked.lock().unwrap_or_else(|p| p.into_inner()));
+    (outputs, asked)
+}
+
+/// A weight backend that remembers every name the model asks for: the model's own key set.
+struct Recording {
+    inner: Box<dyn SimpleBackend>,
+    asked: Arc<Mutex<BTreeSet<String>>>,
+}
+
+impl Recording {
+    fn note(&self, name: &str) {
+        self.asked.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string());
+    }
+}
+
+impl SimpleBackend for Recording {
+    fn get(
+        &self,
+        shape: candle_core::Shape,
+        name: &str,
+        init: candle_nn::Init,
+        dtype: candle_core::DType,
+        dev: &candle_core::Device,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        self.note(name);
+        self.inner.get(shape, name, init, dtype, dev)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: candle_core::DType, dev: &candle_core::Device) -> candle_core::Result<candle_core::Tensor> {
+        self.note(name);
+        self.inner.get_unchecked(name, dtype, dev)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.inner.contains_tensor(name)
+    }
 }
 
 /// One or more `pytorch_model*.bin` files as one candle backend. Each tensor is read from the
@@ -427,7 +633,7 @@ pub fn render_table(report: &VerifyReport) -> String {
             let _ = writeln!(s, "PASS: {} outputs agree (worst relative error {worst:.2e})", report.outputs.len());
         }
         Some(first) if first == "structure" => {
-            let _ = writeln!(s, "FAIL: the folder's weights do not match the plan ({} problem(s))", report.structural_problems.len());
+            let _ = writeln!(s, "FAIL: the folder's weights do not match the plan or its config.json ({} problem(s))", report.structural_problems.len());
         }
         Some(first) => {
             let o = report.outputs.iter().find(|o| &o.name == first).expect("named from outputs");
@@ -452,5 +658,30 @@ fn suspect_weights(output: &str) -> String {
         "; suspect the embedding tables or their LayerNorm".into()
     } else {
         format!("; suspect the weights feeding '{output}'")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_findings_group_unused_weights_by_layer_and_blame_the_layer_count() {
+        let config = serde_json::json!({"layer_norm_eps": 1e-12, "num_hidden_layers": 2, "hidden_size": 8});
+        let unused = ["encoder.layer.10.output.dense.bias", "encoder.layer.2.output.dense.bias", "encoder.layer.2.output.dense.weight", "extra.weight"];
+        let findings = config_findings(&config, &unused, &[]);
+        assert_eq!(
+            findings,
+            [
+                "config.json num_hidden_layers=2, but the folder holds weights for layers 2, 10: encoder.layer.2.*, encoder.layer.10.* (3 tensors unused by a model built from config.json)",
+                "1 tensor(s) the folder holds are unused by a model built from config.json: extra.weight",
+            ]
+        );
+        let lacking = config_findings(&config, &[], &["encoder.layer.2.attention.self.query.weight"]);
+        assert_eq!(
+            lacking,
+            ["config.json num_hidden_layers=2, but the folder holds no weights for layer 2: a model built from config.json needs encoder.layer.2.attention.self.query.weight"]
+        );
+        assert!(config_findings(&config, &[], &[]).is_empty());
     }
 }

@@ -3,21 +3,90 @@
 Usage: python check.py CASES_JSON
 
 CASES_JSON lists cases: {"name", "folder", "class", "probes", "expected", "atol", "rtol",
-"expect_failure"}. `probes` is a golden probes.json, `expected` the golden expected.safetensors
-(TensorFlow's outputs, named as tfconv names them). Imports torch only, never TensorFlow: the
-two bundle LLVM builds that clash in one process.
+"expect_failure", "expect_divergence_at"}. `probes` is a golden probes.json, `expected` the golden
+expected.safetensors (TensorFlow's outputs, named as tfconv names them). Imports torch only, never
+TensorFlow: the two bundle LLVM builds that clash in one process.
+
+`expect_failure` says why a deliberately broken case must fail: "numeric" (it loads cleanly and
+its outputs fall outside tolerance, first at `expect_divergence_at` when given) or "load"
+(transformers reports unused or newly initialized weights in its log). Failing for any other
+reason does not count as caught.
 
 Prints one row per case and exits 1 if any case that should pass fails, or any case that should
-fail passes.
+fail passes or fails for another reason.
 """
 
 import json
+import logging
+import re
 import sys
 import warnings
 
 import torch
 import transformers
 from safetensors.torch import load_file
+from transformers.utils import logging as hf_logging
+
+# What transformers logs when the folder and the model built from its config.json disagree:
+# 4.x "Some weights of ... were not used when initializing ..." / "... were not initialized from
+# the model checkpoint ... and are newly initialized"; 5.x a "LOAD REPORT" table of UNEXPECTED,
+# MISSING, MISMATCH and CONVERSION keys.
+LOAD_PHRASES = ("were not used when initializing", "were not initialized", "newly initialized", "LOAD REPORT",
+                "UNEXPECTED", "MISSING", "MISMATCH", "CONVERSION")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class Captured(logging.Handler):
+    """Keeps every record transformers logs while attached."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+def load_problems(records):
+    """The captured log lines that report weights not loaded as stored, shortened for a table."""
+    problems = []
+    for r in records:
+        text = ANSI.sub("", r.getMessage())
+        flagged = any(p in text for p in LOAD_PHRASES)
+        # Any other warning about weights is suspect too, as for Python warnings below.
+        flagged |= r.levelno >= logging.WARNING and any(w in text for w in ("weight", "initialized", "checkpoint"))
+        if flagged:
+            problems.append(f"log {r.levelname}: {' '.join(text.split())[:300]}")
+    return problems
+
+
+def load(case):
+    """from_pretrained with transformers' log captured: (model, load problems)."""
+    cls = getattr(transformers, case["class"])
+    root = hf_logging.get_logger()  # the library root, "transformers": every module's logger propagates to it
+    handler = Captured()
+    verbosity = hf_logging.get_verbosity()
+    # 4.x logs unused weights at INFO when the class is not the config's architecture, so listen
+    # from INFO; the default stderr handler is off meanwhile, the table shows what matters.
+    hf_logging.set_verbosity_info()
+    hf_logging.disable_default_handler()
+    root.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model, info = cls.from_pretrained(case["folder"], output_loading_info=True)
+    finally:
+        root.removeHandler(handler)
+        hf_logging.enable_default_handler()
+        hf_logging.set_verbosity(verbosity)
+    logged = load_problems(handler.records)
+    problems = logged + [f"{key}: {sorted(info[key])}"[:300] for key in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")
+                         if info.get(key)]
+    for w in caught:
+        text = str(w.message)
+        if "weight" in text or "initialized" in text or "checkpoint" in text:
+            problems.append(f"warning: {text[:200]}")
+    return model, problems, bool(logged)
 
 
 def tfconv_outputs(model, cls, probes):
@@ -49,58 +118,76 @@ def tfconv_outputs(model, cls, probes):
 
 
 def check(case):
-    """Returns (ok, detail) for one case."""
-    cls = getattr(transformers, case["class"])
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model, info = cls.from_pretrained(case["folder"], output_loading_info=True)
+    """What is wrong with one case, by kind: {"load", "logged", "other", "numeric", "first", "worst"}.
+    `numeric` lists outputs outside tolerance, `first` the first of them in forward order;
+    `other` outputs missing or misshapen; `logged` whether transformers' log reported weights."""
+    model, load_issues, logged = load(case)
     model.eval()
-    problems = []
-    for key in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"):
-        if info.get(key):
-            problems.append(f"{key}: {info[key]}")
-    for w in caught:
-        text = str(w.message)
-        if "weight" in text or "initialized" in text or "checkpoint" in text:
-            problems.append(f"warning: {text[:200]}")
     with open(case["probes"]) as f:
         probes = json.load(f)
     expected = load_file(case["expected"])
     got = tfconv_outputs(model, case["class"], probes)
-    worst = 0.0
-    for name, ref in expected.items():
-        if name not in got:
-            problems.append(f"no output {name}")
+    result = {"load": load_issues, "logged": logged, "other": [], "numeric": [], "first": None, "worst": 0.0}
+    result["other"] += [f"no output {name}" for name in expected if name not in got]
+    result["other"] += [f"unexpected output {name}" for name in got if name not in expected]
+    for name, mine in got.items():  # forward order
+        if name not in expected:
             continue
-        mine = got[name].float()
+        ref, mine = expected[name], mine.float()
         if tuple(mine.shape) != tuple(ref.shape):
-            problems.append(f"{name}: shape {tuple(mine.shape)} vs {tuple(ref.shape)}")
+            result["other"].append(f"{name}: shape {tuple(mine.shape)} vs {tuple(ref.shape)}")
             continue
         scale = ref.abs().max().item()
         err = (mine - ref).abs().max().item()
         allowed = case["atol"] + case["rtol"] * scale
-        worst = max(worst, err / scale if scale > 0 else err)
-        if not err <= allowed:
-            problems.append(f"{name}: max|d| {err:.3e} > allowed {allowed:.3e}")
-    return not problems, f"worst rel {worst:.2e}" if not problems else "; ".join(problems)
+        result["worst"] = max(result["worst"], err / scale if scale > 0 else err)
+        if not err <= allowed:  # also true for NaN
+            result["numeric"].append(f"{name}: max|d| {err:.3e} > allowed {allowed:.3e}")
+            result["first"] = result["first"] or name
+    return result
+
+
+def verdict(case, result):
+    """(counts as expected, label, detail) for one case's result, or for its exception."""
+    want = case.get("expect_failure")
+    if isinstance(result, Exception):
+        detail = f"{type(result).__name__}: {result}"[:300]
+        return False, "FAIL" if not want else "WRONG FAILURE (exception)", detail
+    problems = result["load"] + result["other"] + result["numeric"]
+    detail = "; ".join(problems) if problems else f"worst rel {result['worst']:.2e}"
+    if not want:
+        return not problems, "PASS" if not problems else "FAIL", detail
+    if not problems:
+        return False, "NOT CAUGHT", detail
+    if want == "numeric":
+        at = case.get("expect_divergence_at")
+        if result["load"] or result["other"]:
+            return False, "WRONG FAILURE (not numeric)", detail
+        if at and result["first"] != at:
+            return False, f"WRONG FAILURE (first divergence {result['first']}, expected {at})", detail
+        return True, "caught", detail
+    if want == "load":
+        # The log is what this case proves is read: info dicts alone do not count.
+        return result["logged"], "caught" if result["logged"] else "WRONG FAILURE (nothing logged)", detail
+    raise ValueError(f"unknown expect_failure {want!r}")
 
 
 def main():
     with open(sys.argv[1]) as f:
         cases = json.load(f)
     version = transformers.__version__
+    hf_logging.disable_progress_bar()
     bad = 0
-    print(f"{'case':<34} {'transformers':<13} {'class':<31} result")
+    print(f"{'case':<38} {'transformers':<13} {'class':<31} result")
     for case in cases:
         try:
-            ok, detail = check(case)
+            result = check(case)
         except Exception as e:  # a load failure is a failed case, reported like any other
-            ok, detail = False, f"{type(e).__name__}: {e}"[:300]
-        expected_ok = not case.get("expect_failure", False)
-        verdict = ("PASS" if ok else "FAIL") if expected_ok else ("caught" if not ok else "NOT CAUGHT")
-        if ok != expected_ok:
+            result = e
+        ok, label, detail = verdict(case, result)
+        if not ok:
             bad += 1
-        print(f"{case['name']:<34} {version:<13} {case['class']:<31} {verdict}: {detail}")
+        print(f"{case['name']:<38} {version:<13} {case['class']:<31} {label}: {detail}")
     print(f"{len(cases) - bad} passed, {bad} failed")
     sys.exit(1 if bad else 0)
 

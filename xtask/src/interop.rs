@@ -19,8 +19,9 @@ fn pip(python: &Path, args: &[&str]) -> Result<()> {
 }
 
 /// One virtual environment with torch (it is 4 GB with its CUDA libraries, so it is shared),
-/// created once and reused.
-fn torch_environment() -> Result<PathBuf> {
+/// created once and reused. Public because `cargo xtask test` installs it before `cargo test`:
+/// tests/verify_hf_folders.rs writes HF-style state dicts with this torch.
+pub fn torch_environment() -> Result<PathBuf> {
     let venv = tfconv::tf_runtime::cache_dir().join("interop").join("torch");
     let python = venv.join("bin").join("python");
     let stamp = venv.join("tfconv-installed.txt");
@@ -78,6 +79,15 @@ fn break_one_tensor(folder: &Path, name: &str) -> Result<()> {
     safetensors::serialize_to_file(views, Some(meta), &path)?;
     Ok(())
 }
+
+/// Adds BertForPreTraining's tied aliases to the state dict at argv[1], as HF's converter saves them.
+const HF_ALIASES: &str = "import sys, torch
+p = sys.argv[1]
+sd = torch.load(p, weights_only=True)
+sd['cls.predictions.decoder.weight'] = sd['bert.embeddings.word_embeddings.weight']
+sd['cls.predictions.decoder.bias'] = sd['cls.predictions.bias']
+torch.save(sd, p)
+";
 
 pub fn run_suite(root: &Path) -> Result<()> {
     let tfconv = root.join("target").join("debug").join("tfconv");
@@ -141,25 +151,56 @@ pub fn run_suite(root: &Path) -> Result<()> {
         "atol": 1e-5,
         "rtol": 1e-4,
     }));
-    // The suite must fail on a silently wrong conversion: one square kernel left transposed.
+    // The suite must fail on a silently wrong conversion: one square kernel left transposed. It
+    // loads cleanly, so it must fail on the numbers, first at the layer it belongs to.
     let broken = work.join("bert-broken");
     copy_dir(&work.join("bert-safetensors"), &broken)?;
     break_one_tensor(&broken, "bert.encoder.layer.1.attention.self.query.weight")?;
+    let must_fail = |name: &str, folder: &Path, why: &str| {
+        json!({
+            "name": name,
+            "folder": folder,
+            "class": "BertForPreTraining",
+            "probes": golden_bert.join("probes.json"),
+            "expected": golden_bert.join("expected.safetensors"),
+            "atol": 1e-5,
+            "rtol": 1e-4,
+            "expect_failure": why,
+        })
+    };
+    let mut case = must_fail("bert/transposed-query (must fail)", &broken, "numeric");
+    case["expect_divergence_at"] = json!("layer.1");
+    cases.push(case);
+    // And the harness must read transformers' log: a config.json with one layer fewer or more
+    // than the weights leaves weights unused or newly initialized, which only the log reports.
+    for layers in [2, 4] {
+        let folder = work.join(format!("bert-config-{layers}-layers"));
+        copy_dir(&work.join("bert-safetensors"), &folder)?;
+        let path = folder.join("config.json");
+        let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+        config["num_hidden_layers"] = json!(layers);
+        std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
+        cases.push(must_fail(&format!("bert/config-{layers}-layers (must fail)"), &folder, "load"));
+    }
+    // What `transformers convert` writes: the full state dict, tied aliases saved as the same
+    // tensors. `tfconv verify` accepts it, so transformers must load it cleanly too.
+    let python = torch_environment()?;
+    let hf_style = work.join("bert-hf-state-dict");
+    copy_dir(&work.join("bert-bin"), &hf_style)?;
+    run(Command::new(&python).arg("-c").arg(HF_ALIASES).arg(hf_style.join("pytorch_model.bin")))?;
     cases.push(json!({
-        "name": "bert/transposed-query (must fail)",
-        "folder": broken,
+        "name": "bert/hf-state-dict",
+        "folder": hf_style,
         "class": "BertForPreTraining",
         "probes": golden_bert.join("probes.json"),
         "expected": golden_bert.join("expected.safetensors"),
         "atol": 1e-5,
         "rtol": 1e-4,
-        "expect_failure": true,
     }));
     let cases_file = work.join("cases.json");
     std::fs::write(&cases_file, serde_json::to_vec_pretty(&cases)?)?;
 
     let script = root.join("tests").join("interop").join("check.py");
-    let python = torch_environment()?;
     let mut failed = Vec::new();
     for version in TRANSFORMERS {
         let dir = transformers_dir(&python, version)?;

@@ -26,6 +26,7 @@ fn main() -> Result<()> {
         Some("demo") => demo()?,
         Some("test") => {
             tfconv::tf_runtime::install()?;
+            interop::torch_environment()?;
             run(Command::new("cargo").args(["test", "--workspace"]).args(&args[1..]))?;
             interop::run_suite(&workspace_root())?;
         }
