@@ -286,7 +286,8 @@ fn run_both(cfg: &BertConfig, head: Head, stored: Stored, seed: u64, forget_tran
     let dtypes = save_checkpoint(prefix, &vars, stored);
     let probes = Probes::random(seed, 3, 12, cfg.vocab_size, cfg.type_vocab_size);
 
-    let reference = bert::reference::forward(prefix, &dtypes, cfg, head, &probes).expect("reference forward");
+    let weights = tfconv_models::tf_graph::OriginalWeights::new(prefix, dtypes);
+    let reference = bert::reference::forward(&weights, cfg, head, &probes).expect("reference forward");
     let tensors = hf_tensors(&vars, cfg, head, stored, forget_transpose);
     let vb = VarBuilder::from_tensors(tensors, candle_core::DType::F32, &Device::Cpu);
     let candle = bert::candle::forward(vb, cfg, head, &probes).expect("candle forward");

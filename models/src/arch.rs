@@ -1,10 +1,10 @@
 //! The one interface every architecture implements, and the dispatch from a model type name.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use crate::plan::{Plan, PlanError, SourceVar};
 use crate::probe::{Outputs, Probes};
+use crate::tf_graph::OriginalWeights;
 
 /// Everything tfconv needs from one architecture, for one checkpoint.
 pub trait Architecture: Send + Sync {
@@ -22,8 +22,8 @@ pub trait Architecture: Send + Sync {
     fn probes(&self, seed: u64, batch: usize, seq_len: Option<usize>) -> Probes;
     /// The candle model on HF-named weights, per-layer outputs in forward order.
     fn candle_outputs(&self, vb: candle_nn::VarBuilder, probes: &Probes) -> candle_core::Result<Outputs>;
-    /// The original model in TensorFlow, restoring the original checkpoint at `prefix`.
-    fn reference_outputs(&self, prefix: &str, dtypes: &HashMap<String, tensorflow::DataType>, probes: &Probes) -> anyhow::Result<Outputs>;
+    /// The original model in TensorFlow, restoring the original checkpoint.
+    fn reference_outputs(&self, weights: &OriginalWeights, probes: &Probes) -> anyhow::Result<Outputs>;
 }
 
 /// User choices about tokenizer files.

@@ -39,6 +39,25 @@ fn tf(what: &str) -> impl Fn(Status) -> anyhow::Error + '_ {
     move |s| anyhow!("TensorFlow {what}: {s}")
 }
 
+/// The original checkpoint as the reference restores it.
+#[derive(Debug, Clone, Default)]
+pub struct OriginalWeights {
+    /// The checkpoint prefix given to `RestoreV2`.
+    pub prefix: String,
+    /// The stored dtype of each variable (absent: float32).
+    pub dtypes: HashMap<String, DataType>,
+    /// Variables that the folder under test stores in a narrower float type (float16,
+    /// bfloat16): the reference rounds each to that type and back, as the conversion did, so
+    /// both sides compute on identical values and the comparison measures only the conversion.
+    pub round_to: HashMap<String, DataType>,
+}
+
+impl OriginalWeights {
+    pub fn new(prefix: impl Into<String>, dtypes: HashMap<String, DataType>) -> Self {
+        OriginalWeights { prefix: prefix.into(), dtypes, round_to: HashMap::new() }
+    }
+}
+
 /// A TF graph under construction. Names are made unique with a counter.
 pub struct GraphBuilder {
     graph: Graph,
@@ -148,13 +167,16 @@ impl GraphBuilder {
         self.constant(DataType::String, t)
     }
 
-    /// Restores `vars` (original name, stored dtype) from the checkpoint at `prefix` with one
-    /// `RestoreV2`, casting every non-float32 variable to float32. Returns name → float32 tensor.
-    pub fn restore_f32(&mut self, prefix: &str, vars: &[(String, DataType)]) -> Result<HashMap<String, Output>> {
-        if vars.is_empty() {
+    /// Restores `names` from the original checkpoint with one `RestoreV2`, casting every variable
+    /// to float32 (after rounding it as [`OriginalWeights::round_to`] says). Returns name →
+    /// float32 tensor.
+    pub fn restore_f32(&mut self, weights: &OriginalWeights, names: &[String]) -> Result<HashMap<String, Output>> {
+        if names.is_empty() {
             return Ok(HashMap::new());
         }
-        let prefix_t = self.const_strings(&[], &[prefix])?;
+        let vars: Vec<(String, DataType)> =
+            names.iter().map(|n| (n.clone(), weights.dtypes.get(n).copied().unwrap_or(DataType::Float))).collect();
+        let prefix_t = self.const_strings(&[], &[weights.prefix.as_str()])?;
         let names: Vec<&str> = vars.iter().map(|v| v.0.as_str()).collect();
         let names_t = self.const_strings(&[names.len()], &names)?;
         let specs_t = self.const_strings(&[names.len()], &vec![""; names.len()])?;
@@ -163,7 +185,13 @@ impl GraphBuilder {
         let mut out = HashMap::new();
         for (i, (name, dtype)) in vars.iter().enumerate() {
             let raw = Output { operation: restore.clone(), index: i as i32 };
-            let value = if *dtype == DataType::Float { raw } else { self.cast(&raw, DataType::Float)? };
+            let mut value = if *dtype == DataType::Float { raw } else { self.cast(&raw, DataType::Float)? };
+            if let Some(&stored) = weights.round_to.get(name) {
+                if stored != DataType::Float {
+                    let rounded = self.cast(&value, stored)?;
+                    value = self.cast(&rounded, DataType::Float)?;
+                }
+            }
             out.insert(name.clone(), value);
         }
         Ok(out)

@@ -13,6 +13,7 @@ use serde::Serialize;
 use tfconv_models::arch::Architecture;
 use tfconv_models::plan::Plan;
 use tfconv_models::probe::{Outputs, Probes};
+use tfconv_models::tf_graph::OriginalWeights;
 
 pub use compare::{OutputReport, Tolerance};
 
@@ -467,9 +468,16 @@ pub fn verify(
     let started = Instant::now();
     let dtypes: HashMap<String, tensorflow::DataType> =
         ckpt.tensors().iter().map(|t| (t.name.clone(), tf_data_type(t.dtype))).collect();
-    let prefix = ckpt.path().to_string_lossy().into_owned();
+    let mut weights = OriginalWeights::new(ckpt.path().to_string_lossy(), dtypes);
+    // Each original variable rounded as the folder stores it, so a float16 or bfloat16 folder is
+    // held to float32 noise: any difference left is the conversion's, not the rounding's.
+    weights.round_to = plan
+        .mappings
+        .iter()
+        .filter_map(|m| found.get(&m.target).filter(|(d, _)| d.is_float()).map(|(d, _)| (m.source.clone(), tf_data_type(*d))))
+        .collect();
     let reference = arch
-        .reference_outputs(&prefix, &dtypes, &probes)
+        .reference_outputs(&weights, &probes)
         .map_err(|e| Error::ReferenceUnavailable(format!("the TensorFlow reference run failed: {e:#}")))?;
     report.seconds_tensorflow = started.elapsed().as_secs_f64();
 

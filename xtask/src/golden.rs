@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use tfconv::tf_io;
 use tfconv_models::bert::{self, BertConfig, Head, Layout};
 use tfconv_models::probe::{Outputs, Probes};
+use tfconv_models::tf_graph::OriginalWeights;
 
 use tfconv::synthetic::{tiny_bert_config, tiny_vocab, write_bert_checkpoint, write_bert_tf2_checkpoint};
 
@@ -21,10 +22,10 @@ pub fn bert_reference(prefix: &Path, layout: Layout, cfg: &BertConfig, head: Hea
     let ckpt = tfconv::source::open(prefix)?;
     let dtypes: HashMap<String, tensorflow::DataType> =
         ckpt.tensors().iter().map(|t| (t.name.clone(), tf_io::tf_dtype(t.dtype))).collect();
-    let prefix = prefix.to_str().context("non-UTF-8 path")?;
+    let weights = OriginalWeights::new(prefix.to_str().context("non-UTF-8 path")?, dtypes);
     match layout {
-        Layout::Tf1 => bert::reference::forward(prefix, &dtypes, cfg, head, probes),
-        Layout::Tf2Objects => bert::reference::forward_tf2(prefix, &dtypes, cfg, probes),
+        Layout::Tf1 => bert::reference::forward(&weights, cfg, head, probes),
+        Layout::Tf2Objects => bert::reference::forward_tf2(&weights, cfg, probes),
     }
 }
 

@@ -476,18 +476,13 @@ impl crate::arch::Architecture for Bert {
     fn candle_outputs(&self, vb: candle_nn::VarBuilder, probes: &Probes) -> candle_core::Result<crate::probe::Outputs> {
         candle::forward(vb, &self.cfg, self.head, probes)
     }
-    fn reference_outputs(
-        &self,
-        prefix: &str,
-        dtypes: &std::collections::HashMap<String, tensorflow::DataType>,
-        probes: &Probes,
-    ) -> anyhow::Result<crate::probe::Outputs> {
+    fn reference_outputs(&self, weights: &crate::tf_graph::OriginalWeights, probes: &Probes) -> anyhow::Result<crate::probe::Outputs> {
         match self.layout {
-            Layout::Tf1 => reference::forward(prefix, dtypes, &self.cfg, self.head, probes),
+            Layout::Tf1 => reference::forward(weights, &self.cfg, self.head, probes),
             // The reference reads hidden_act as Model Garden does, so it gets the original config.
             Layout::Tf2Objects => {
                 let original: BertConfig = serde_json::from_value(self.original.clone())?;
-                reference::forward_tf2(prefix, dtypes, &original, probes)
+                reference::forward_tf2(weights, &original, probes)
             }
         }
     }

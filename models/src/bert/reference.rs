@@ -12,7 +12,7 @@ use tensorflow::{DataType, Output};
 
 use super::{tf2_name, BertConfig, Head};
 use crate::probe::{Outputs, Probes};
-use crate::tf_graph::{Feed, GraphBuilder};
+use crate::tf_graph::{Feed, GraphBuilder, OriginalWeights};
 
 /// The original variables this head's forward pass reads.
 fn variable_names(cfg: &BertConfig, head: Head) -> Vec<String> {
@@ -67,16 +67,9 @@ fn variable_names(cfg: &BertConfig, head: Head) -> Vec<String> {
 struct Vars(HashMap<String, Output>);
 
 impl Vars {
-    /// Restores `names` with one RestoreV2; `dtypes` gives stored dtypes (absent ones: float32).
-    fn restore(g: &mut GraphBuilder, prefix: &str, dtypes: &HashMap<String, DataType>, names: Vec<String>) -> Result<Vars> {
-        let requests: Vec<(String, DataType)> = names
-            .into_iter()
-            .map(|name| {
-                let dtype = dtypes.get(&name).copied().unwrap_or(DataType::Float);
-                (name, dtype)
-            })
-            .collect();
-        Ok(Vars(g.restore_f32(prefix, &requests)?))
+    /// Restores `names` with one RestoreV2.
+    fn restore(g: &mut GraphBuilder, weights: &OriginalWeights, names: Vec<String>) -> Result<Vars> {
+        Ok(Vars(g.restore_f32(weights, &names)?))
     }
 
     fn get(&self, name: &str) -> Result<&Output> {
@@ -131,12 +124,10 @@ impl Inputs {
     }
 }
 
-/// Runs the original BERT graph in TensorFlow on `probes`, reading the checkpoint at
-/// `checkpoint_prefix`. `variable_dtypes` gives the stored dtype of each variable (absent ones
-/// are taken as float32); non-float32 variables are cast to float32 after restoring.
+/// Runs the original BERT graph in TensorFlow on `probes`, restoring the original checkpoint
+/// (`weights`); every variable is computed on in float32.
 pub fn forward(
-    checkpoint_prefix: &str,
-    variable_dtypes: &HashMap<String, DataType>,
+    weights: &OriginalWeights,
     cfg: &BertConfig,
     head: Head,
     probes: &Probes,
@@ -147,7 +138,7 @@ pub fn forward(
     let bs = (b * s) as i32;
 
     let mut g = GraphBuilder::new();
-    let vars = Vars::restore(&mut g, checkpoint_prefix, variable_dtypes, variable_names(cfg, head))?;
+    let vars = Vars::restore(&mut g, weights, variable_names(cfg, head))?;
     let var = |name: &str| vars.get(name).cloned();
     let inputs = Inputs::new(&mut g)?;
 
@@ -310,12 +301,11 @@ fn model_garden_activation(g: &mut GraphBuilder, name: &str, x: &Output) -> Resu
 
 /// Runs Model Garden ≤ v2.3.0's BERT encoder (networks/transformer_encoder.py with
 /// layers/transformer.py and layers/attention.py) in TensorFlow on `probes`, restoring the TF2
-/// object-based checkpoint at `checkpoint_prefix` by its own names. `cfg` is the original
+/// object-based checkpoint (`weights`) by its own names. `cfg` is the original
 /// `bert_config.json`; its `hidden_act` is read as Model Garden reads it. Outputs are named as
 /// the TF1 encoder's: "embeddings", "layer.{i}", "pooler".
 pub fn forward_tf2(
-    checkpoint_prefix: &str,
-    variable_dtypes: &HashMap<String, DataType>,
+    weights: &OriginalWeights,
     cfg: &BertConfig,
     probes: &Probes,
 ) -> Result<Outputs> {
@@ -323,11 +313,11 @@ pub fn forward_tf2(
     let (b, s, h) = (probes.batch, probes.seq_len, cfg.hidden_size);
     let attention_output = ["_attention_output_dense", "_attention_layer/_output_dense"]
         .into_iter()
-        .find(|o| variable_dtypes.contains_key(&tf2_name(&format!("layer_with_weights-4/{o}/kernel"))))
+        .find(|o| weights.dtypes.contains_key(&tf2_name(&format!("layer_with_weights-4/{o}/kernel"))))
         .unwrap_or("_attention_output_dense");
 
     let mut g = GraphBuilder::new();
-    let vars = Vars::restore(&mut g, checkpoint_prefix, variable_dtypes, tf2_variable_names(cfg, attention_output))?;
+    let vars = Vars::restore(&mut g, weights, tf2_variable_names(cfg, attention_output))?;
     let var = |k: usize, path: &str| vars.get(&tf2_name(&format!("layer_with_weights-{k}/{path}"))).cloned();
     let inputs = Inputs::new(&mut g)?;
     let mut fetches: Vec<(String, Output)> = Vec::new();
