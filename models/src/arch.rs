@@ -4,6 +4,7 @@ use std::path::Path;
 
 use crate::plan::{Plan, PlanError, SourceVar};
 use crate::probe::{Outputs, Probes};
+use crate::stage::{Stage, Values};
 use crate::tf_graph::OriginalWeights;
 
 /// Everything tfconv needs from one architecture, for one checkpoint.
@@ -24,6 +25,20 @@ pub trait Architecture: Send + Sync {
     fn candle_outputs(&self, vb: candle_nn::VarBuilder, probes: &Probes) -> candle_core::Result<Outputs>;
     /// The original model in TensorFlow, restoring the original checkpoint.
     fn reference_outputs(&self, weights: &OriginalWeights, probes: &Probes) -> anyhow::Result<Outputs>;
+
+    /// The forward pass as ordered stages; running them in order with [`crate::stage::chain`]
+    /// is what `candle_outputs` and `reference_outputs` compute, output for output.
+    fn stages(&self) -> Vec<Stage>;
+    /// The probe inputs as the named values stages read.
+    fn probe_values(&self, probes: &Probes) -> Values {
+        Values::from_probes(probes)
+    }
+    /// One stage in candle, loading only `stage.hf_tensors` from `vb`; `inputs` holds at least
+    /// `stage.inputs`.
+    fn candle_stage(&self, stage: &Stage, vb: candle_nn::VarBuilder, inputs: &Values) -> candle_core::Result<Values>;
+    /// One stage in TensorFlow: a fresh graph restoring exactly `stage.original_vars`, with
+    /// placeholders for `stage.inputs` (picked from `inputs`).
+    fn reference_stage(&self, stage: &Stage, weights: &OriginalWeights, inputs: &Values) -> anyhow::Result<Values>;
 }
 
 /// User choices about tokenizer files.

@@ -1,7 +1,7 @@
 //! Small candle helpers shared by the candle models of every architecture: activations by HF
-//! name, LayerNorm with an explicit eps, the additive attention mask, probe tensors.
+//! name, LayerNorm with an explicit eps, the additive attention mask, attention.
 
-use candle_core::{DType, Device, Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use candle_nn::{Linear, Module, VarBuilder};
 
 /// An activation named the way HF's `hidden_act` names it.
@@ -87,11 +87,6 @@ pub fn additive_mask(mask: &Tensor) -> Result<Tensor> {
     let (b, s) = mask.dims2()?;
     let m = mask.to_dtype(DType::F32)?.reshape((b, 1, 1, s))?;
     (m.ones_like()? - m)? * -10000.0
-}
-
-/// A row-major [batch, seq_len] i64 probe tensor.
-pub fn probe_tensor(values: &[i64], batch: usize, seq_len: usize, device: &Device) -> Result<Tensor> {
-    Tensor::from_slice(values, (batch, seq_len), device)
 }
 
 /// Splits the last axis into heads and moves heads before the sequence: [B, S, N·Dh] → [B, N, S, Dh].

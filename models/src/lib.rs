@@ -7,4 +7,5 @@ pub mod candle_util;
 pub mod plan;
 pub mod probe;
 pub mod roles;
+pub mod stage;
 pub mod tf_graph;

@@ -1,12 +1,16 @@
 //! BERT in candle, reading the converted weights by HF's state-dict names, with every
-//! intermediate the verifier compares exposed as a named output.
+//! intermediate the verifier compares exposed as a named output. Each [`Part`] loads only its
+//! own weights, so a stage runs alone and the whole model is every part in turn.
+
+use std::collections::HashMap;
 
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
 
-use super::{BertConfig, Head};
+use super::{parts, BertConfig, Head, Part};
 use crate::candle_util::{self, Activation, LayerNorm};
 use crate::probe::{Outputs, Probes};
+use crate::stage::{Stage, Value, Values};
 
 struct Embeddings {
     word: Embedding,
@@ -120,13 +124,12 @@ struct MlmHead {
 }
 
 impl MlmHead {
-    fn load(vb: VarBuilder, word_embeddings: &Tensor, cfg: &BertConfig) -> Result<Self> {
+    fn load(vb: VarBuilder, word_embeddings: &VarBuilder, cfg: &BertConfig) -> Result<Self> {
         let h = cfg.hidden_size;
         let t = vb.pp("transform");
-        let decoder_weight = if cfg.tie_word_embeddings {
-            word_embeddings.clone()
-        } else {
-            vb.get((cfg.vocab_size, h), "decoder.weight")?
+        let decoder_weight = match cfg.tie_word_embeddings {
+            true => word_embeddings.get((cfg.vocab_size, h), "weight")?,
+            false => vb.get((cfg.vocab_size, h), "decoder.weight")?,
         };
         Ok(Self {
             dense: candle_util::linear(h, h, t.pp("dense"))?,
@@ -142,80 +145,145 @@ impl MlmHead {
     }
 }
 
-enum HeadModule {
-    PreTraining { mlm: MlmHead, nsp: Linear },
-    Classifier(Linear),
-    QuestionAnswering(Linear),
-    None,
+/// The prefix of the encoder's keys in the HF state dict of `head`'s class.
+fn encoder<'a>(vb: &VarBuilder<'a>, head: Head) -> VarBuilder<'a> {
+    match head.prefix().trim_end_matches('.') {
+        "" => vb.clone(),
+        p => vb.pp(p),
+    }
+}
+
+/// The HF tensors `part` loads, exactly as [`PartModule::load`] asks for them.
+pub fn hf_tensors(cfg: &BertConfig, head: Head, part: Part) -> Vec<String> {
+    let pre = head.prefix();
+    let wb = |m: &str| [format!("{m}.weight"), format!("{m}.bias")];
+    match part {
+        Part::Embeddings => {
+            let e = format!("{pre}embeddings");
+            [format!("{e}.word_embeddings.weight"), format!("{e}.position_embeddings.weight"), format!("{e}.token_type_embeddings.weight")]
+                .into_iter()
+                .chain(wb(&format!("{e}.LayerNorm")))
+                .collect()
+        }
+        Part::Layer(i) => [
+            "attention.self.query",
+            "attention.self.key",
+            "attention.self.value",
+            "attention.output.dense",
+            "attention.output.LayerNorm",
+            "intermediate.dense",
+            "output.dense",
+            "output.LayerNorm",
+        ]
+        .iter()
+        .flat_map(|m| wb(&format!("{pre}encoder.layer.{i}.{m}")))
+        .collect(),
+        Part::Pooler => wb(&format!("{pre}pooler.dense")).into(),
+        Part::Mlm => {
+            let mut v: Vec<String> = ["dense", "LayerNorm"].iter().flat_map(|m| wb(&format!("cls.predictions.transform.{m}"))).collect();
+            v.push(match cfg.tie_word_embeddings {
+                true => format!("{pre}embeddings.word_embeddings.weight"),
+                false => "cls.predictions.decoder.weight".into(),
+            });
+            v.push("cls.predictions.bias".into());
+            v
+        }
+        Part::Nsp => wb("cls.seq_relationship").into(),
+        Part::Classifier => wb("classifier").into(),
+        Part::Qa => wb("qa_outputs").into(),
+    }
+}
+
+/// The weights of one part, loaded on their own.
+enum PartModule {
+    Embeddings(Embeddings),
+    Layer(Layer),
+    Pooler(Linear),
+    Mlm(MlmHead),
+    /// NSP and classifier: a linear map of the pooled output.
+    Pooled(Linear),
+    Qa(Linear),
+}
+
+impl PartModule {
+    fn load(vb: &VarBuilder, cfg: &BertConfig, head: Head, part: Part) -> Result<Self> {
+        let (enc, h) = (encoder(vb, head), cfg.hidden_size);
+        Ok(match part {
+            Part::Embeddings => Self::Embeddings(Embeddings::load(enc.pp("embeddings"), cfg)?),
+            Part::Layer(i) => Self::Layer(Layer::load(enc.pp(format!("encoder.layer.{i}")), cfg)?),
+            Part::Pooler => Self::Pooler(candle_util::linear(h, h, enc.pp("pooler.dense"))?),
+            Part::Mlm => {
+                // Tied: the decoder is the word embedding matrix, read under its own name.
+                let words = enc.pp("embeddings.word_embeddings");
+                Self::Mlm(MlmHead::load(vb.pp("cls.predictions"), &words, cfg)?)
+            }
+            Part::Nsp => Self::Pooled(candle_util::linear(h, 2, vb.pp("cls.seq_relationship"))?),
+            Part::Classifier => {
+                let Head::SequenceClassification { num_labels } = head else {
+                    candle_core::bail!("{} has no classifier", head.class_name())
+                };
+                Self::Pooled(candle_util::linear(h, num_labels, vb.pp("classifier"))?)
+            }
+            Part::Qa => Self::Qa(candle_util::linear(h, 2, vb.pp("qa_outputs"))?),
+        })
+    }
+
+    /// `inputs` in the order of [`Part::inputs`]; outputs in the order of [`Part::outputs`].
+    fn forward(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        Ok(match (self, inputs) {
+            (Self::Embeddings(e), [ids, types]) => vec![e.forward(ids, types)?],
+            (Self::Layer(l), [x, mask]) => vec![l.forward(x, &candle_util::additive_mask(mask)?)?],
+            (Self::Pooler(dense), [x]) => vec![dense.forward(&candle_util::first_token(x)?)?.tanh()?],
+            (Self::Mlm(mlm), [x]) => vec![mlm.forward(x)?],
+            (Self::Pooled(dense), [pooled]) => vec![dense.forward(pooled)?],
+            (Self::Qa(qa), [x]) => {
+                let logits = qa.forward(x)?; // [B, S, 2]
+                vec![logits.narrow(2, 0, 1)?.squeeze(2)?, logits.narrow(2, 1, 1)?.squeeze(2)?]
+            }
+            _ => candle_core::bail!("wrong number of inputs ({}) for this BERT stage", inputs.len()),
+        })
+    }
+}
+
+/// Loads `part`'s weights from `vb` and runs it on `inputs` (in the order of [`Part::inputs`]).
+fn run_part(vb: &VarBuilder, cfg: &BertConfig, head: Head, part: Part, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+    PartModule::load(vb, cfg, head, part)?.forward(inputs)
+}
+
+/// One stage on `inputs` (at least `stage.inputs`), loading only that stage's weights.
+pub fn stage(vb: VarBuilder, cfg: &BertConfig, head: Head, part: Part, stage: &Stage, inputs: &Values) -> Result<Values> {
+    let vb = vb.set_dtype(DType::F32);
+    let inputs = inputs.pick(&stage.inputs).map_err(candle_core::Error::msg)?;
+    let tensors = inputs.0.iter().map(|(_, v)| v.to_tensor(vb.device())).collect::<Result<Vec<_>>>()?;
+    let outputs = run_part(&vb, cfg, head, part, &tensors)?;
+    if outputs.len() != stage.outputs.len() {
+        candle_core::bail!("stage {} produced {} outputs, but declares {:?}", stage.name, outputs.len(), stage.outputs);
+    }
+    let values = outputs.iter().map(Value::from_tensor).collect::<Result<Vec<_>>>()?;
+    Ok(Values(stage.outputs.iter().cloned().zip(values).collect()))
 }
 
 /// Runs BERT with `head` on `probes`, returning "embeddings", "layer.{i}", "pooler" (if the
-/// class has one) and the head's logits, all f32.
+/// class has one) and the head's logits, all f32: every part in order, each on the tensors the
+/// parts before it produced.
 pub fn forward(vb: VarBuilder, cfg: &BertConfig, head: Head, probes: &Probes) -> Result<Outputs> {
     let vb = vb.set_dtype(DType::F32);
-    let device = vb.device().clone();
-    let h = cfg.hidden_size;
-    let enc = match head.prefix().trim_end_matches('.') {
-        "" => vb.clone(),
-        p => vb.pp(p),
-    };
-
-    let embeddings = Embeddings::load(enc.pp("embeddings"), cfg)?;
-    let layers = (0..cfg.num_hidden_layers)
-        .map(|i| Layer::load(enc.pp(format!("encoder.layer.{i}")), cfg))
-        .collect::<Result<Vec<_>>>()?;
-    let pooler = if head.has_pooler() { Some(candle_util::linear(h, h, enc.pp("pooler.dense"))?) } else { None };
-    let head_module = match head {
-        Head::PreTraining => HeadModule::PreTraining {
-            mlm: MlmHead::load(vb.pp("cls.predictions"), embeddings.word.embeddings(), cfg)?,
-            nsp: candle_util::linear(h, 2, vb.pp("cls.seq_relationship"))?,
-        },
-        Head::SequenceClassification { num_labels } => {
-            HeadModule::Classifier(candle_util::linear(h, num_labels, vb.pp("classifier"))?)
-        }
-        Head::QuestionAnswering => HeadModule::QuestionAnswering(candle_util::linear(h, 2, vb.pp("qa_outputs"))?),
-        Head::Base => HeadModule::None,
-    };
-
-    let (b, s) = (probes.batch, probes.seq_len);
-    let ids = candle_util::probe_tensor(&probes.input_ids, b, s, &device)?;
-    let types = candle_util::probe_tensor(&probes.token_type_ids, b, s, &device)?;
-    let mask = candle_util::additive_mask(&candle_util::probe_tensor(&probes.attention_mask, b, s, &device)?)?;
-
-    let mut outputs = Outputs::default();
-    let mut push = |name: String, t: &Tensor| -> Result<()> {
-        let (shape, values) = candle_util::to_output(t)?;
-        outputs.push(name, shape, values);
-        Ok(())
-    };
-
-    let mut x = embeddings.forward(&ids, &types)?;
-    push("embeddings".into(), &x)?;
-    for (i, layer) in layers.iter().enumerate() {
-        x = layer.forward(&x, &mask)?;
-        push(format!("layer.{i}"), &x)?;
+    let mut known: HashMap<String, Tensor> = HashMap::new();
+    for (name, value) in Values::from_probes(probes).0 {
+        known.insert(name, value.to_tensor(vb.device())?);
     }
-    let pooled = match &pooler {
-        Some(dense) => {
-            let p = dense.forward(&candle_util::first_token(&x)?)?.tanh()?;
-            push("pooler".into(), &p)?;
-            Some(p)
+    let mut outputs = Outputs::default();
+    for part in parts(cfg, head) {
+        let inputs = part
+            .inputs(cfg)
+            .iter()
+            .map(|n| known.get(n).cloned().ok_or_else(|| candle_core::Error::msg(format!("no value {n} for {}", part.name()))))
+            .collect::<Result<Vec<_>>>()?;
+        for (name, t) in part.outputs().into_iter().zip(run_part(&vb, cfg, head, part, &inputs)?) {
+            let (shape, values) = candle_util::to_output(&t)?;
+            outputs.push(name.clone(), shape, values);
+            known.insert(name, t);
         }
-        None => None,
-    };
-    let pooled = || pooled.clone().ok_or_else(|| candle_core::Error::Msg("this head needs the pooler".into()));
-    match &head_module {
-        HeadModule::PreTraining { mlm, nsp } => {
-            push("mlm_logits".into(), &mlm.forward(&x)?)?;
-            push("nsp_logits".into(), &nsp.forward(&pooled()?)?)?;
-        }
-        HeadModule::Classifier(classifier) => push("logits".into(), &classifier.forward(&pooled()?)?)?,
-        HeadModule::QuestionAnswering(qa) => {
-            let logits = qa.forward(&x)?; // [B, S, 2]
-            push("start_logits".into(), &logits.narrow(2, 0, 1)?.squeeze(2)?)?;
-            push("end_logits".into(), &logits.narrow(2, 1, 1)?.squeeze(2)?)?;
-        }
-        HeadModule::None => {}
     }
     Ok(outputs)
 }

@@ -7,6 +7,7 @@ use serde_json::json;
 use crate::plan::{Plan, PlanBuilder, PlanError, SourceVar, Transform};
 use crate::probe::Probes;
 use crate::roles::role;
+use crate::stage::{Stage, Values};
 
 pub mod candle;
 pub mod reference;
@@ -133,6 +134,96 @@ pub fn looks_like(vars: &[SourceVar]) -> bool {
     let has = |name: &str| vars.iter().any(|v| v.name == name);
     has("bert/embeddings/word_embeddings")
         || (has(&tf2_name("layer_with_weights-0/embeddings")) && vars.iter().any(|v| v.name.contains("/_attention_layer/")))
+}
+
+/// One stage of BERT's forward pass (see [`crate::stage`]). Both sides run a part from the same
+/// code whether it is alone in a stage or chained into the whole model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Embeddings,
+    Layer(usize),
+    Pooler,
+    /// `cls.predictions` on every position.
+    Mlm,
+    /// `cls.seq_relationship` on the pooled output.
+    Nsp,
+    /// run_classifier's output layer on the pooled output.
+    Classifier,
+    /// run_squad's span logits on every position.
+    Qa,
+}
+
+impl Part {
+    pub fn name(self) -> String {
+        match self {
+            Part::Embeddings => "embeddings".into(),
+            Part::Layer(i) => format!("layer.{i}"),
+            Part::Pooler => "pooler".into(),
+            Part::Mlm => "mlm".into(),
+            Part::Nsp => "nsp".into(),
+            Part::Classifier => "classifier".into(),
+            Part::Qa => "qa".into(),
+        }
+    }
+
+    /// What the part reads, in order: probe inputs or earlier parts' outputs. A layer takes the
+    /// raw 0/1 mask and makes the additive mask itself, as every layer of the original does from
+    /// the same `input_mask`.
+    pub fn inputs(self, cfg: &BertConfig) -> Vec<String> {
+        let last = match cfg.num_hidden_layers {
+            0 => "embeddings".to_string(),
+            n => format!("layer.{}", n - 1),
+        };
+        match self {
+            Part::Embeddings => vec!["input_ids".into(), "token_type_ids".into()],
+            Part::Layer(0) => vec!["embeddings".into(), "attention_mask".into()],
+            Part::Layer(i) => vec![format!("layer.{}", i - 1), "attention_mask".into()],
+            Part::Pooler | Part::Mlm | Part::Qa => vec![last],
+            Part::Nsp | Part::Classifier => vec!["pooler".into()],
+        }
+    }
+
+    /// What the part produces, named as the whole-model outputs.
+    pub fn outputs(self) -> Vec<String> {
+        match self {
+            Part::Embeddings | Part::Layer(_) | Part::Pooler => vec![self.name()],
+            Part::Mlm => vec!["mlm_logits".into()],
+            Part::Nsp => vec!["nsp_logits".into()],
+            Part::Classifier => vec!["logits".into()],
+            Part::Qa => vec!["start_logits".into(), "end_logits".into()],
+        }
+    }
+}
+
+/// The parts of the model with `head`, in forward order.
+pub fn parts(cfg: &BertConfig, head: Head) -> Vec<Part> {
+    let mut parts = vec![Part::Embeddings];
+    parts.extend((0..cfg.num_hidden_layers).map(Part::Layer));
+    if head.has_pooler() {
+        parts.push(Part::Pooler);
+    }
+    parts.extend(match head {
+        Head::PreTraining => &[Part::Mlm, Part::Nsp][..],
+        Head::SequenceClassification { .. } => &[Part::Classifier],
+        Head::QuestionAnswering => &[Part::Qa],
+        Head::Base => &[],
+    });
+    parts
+}
+
+/// The spelling of each layer's attention output projection in a Model Garden checkpoint, given
+/// which variables it has: v2.3.0's Transformer layer keeps that projection also as
+/// `_attention_output_dense`, and a checkpoint names each variable by its shortest object path,
+/// so that alias wins; layers without the alias save `_attention_layer/_output_dense`.
+pub fn tf2_attention_outputs(layers: usize, has: impl Fn(&str) -> bool) -> Vec<&'static str> {
+    (0..layers)
+        .map(|l| {
+            ["_attention_output_dense", "_attention_layer/_output_dense"]
+                .into_iter()
+                .find(|o| has(&tf2_name(&format!("layer_with_weights-{}/{o}/kernel", l + 4))))
+                .unwrap_or("_attention_output_dense")
+        })
+        .collect()
 }
 
 /// The HF `hidden_act` for what the original code computes for its config's `hidden_act`. Model
@@ -296,13 +387,14 @@ pub fn plan_tf2(cfg: &BertConfig, vars: &[SourceVar]) -> Result<Plan, PlanError>
         )));
     }
     let layer = |k: usize, path: &str| tf2_name(&format!("layer_with_weights-{k}/{path}"));
+    let attention_outputs = tf2_attention_outputs(cfg.num_hidden_layers, |name| vars.iter().any(|v| v.name == name));
     let mut b = PlanBuilder::new(vars);
     b.map("embeddings.word_embeddings.weight", layer(0, "embeddings"), vec![], vec![v, h]);
     b.map("embeddings.position_embeddings.weight", layer(1, "embeddings"), vec![], vec![p, h]);
     b.map("embeddings.token_type_embeddings.weight", layer(2, "embeddings"), vec![], vec![t, h]);
     b.map("embeddings.LayerNorm.weight", layer(3, "gamma"), vec![], vec![h]);
     b.map("embeddings.LayerNorm.bias", layer(3, "beta"), vec![], vec![h]);
-    for l in 0..cfg.num_hidden_layers {
+    for (l, &out) in attention_outputs.iter().enumerate() {
         let k = l + 4;
         let dst = format!("encoder.layer.{l}");
         for (proj, src) in [("query", "_query_dense"), ("key", "_key_dense"), ("value", "_value_dense")] {
@@ -310,13 +402,6 @@ pub fn plan_tf2(cfg: &BertConfig, vars: &[SourceVar]) -> Result<Plan, PlanError>
             b.map(format!("{dst}.attention.self.{proj}.weight"), layer(k, &format!("{src}/kernel")), vec![Reshape(vec![h, h]), Transpose], vec![h, h]);
             b.map(format!("{dst}.attention.self.{proj}.bias"), layer(k, &format!("{src}/bias")), vec![Reshape(vec![h])], vec![h]);
         }
-        // v2.3.0's Transformer layer keeps its attention's output projection also as
-        // `_attention_output_dense`, and a checkpoint names each variable by its shortest object
-        // path, so that alias wins; layers without the alias save `_attention_layer/_output_dense`.
-        let out = ["_attention_output_dense", "_attention_layer/_output_dense"]
-            .into_iter()
-            .find(|o| b.has(&layer(k, &format!("{o}/kernel"))))
-            .unwrap_or("_attention_output_dense");
         b.map(format!("{dst}.attention.output.dense.weight"), layer(k, &format!("{out}/kernel")), vec![Reshape(vec![h, h]), Transpose], vec![h, h]);
         b.map(format!("{dst}.attention.output.dense.bias"), layer(k, &format!("{out}/bias")), vec![], vec![h]);
         let dense = |b: &mut PlanBuilder, dst_mod: &str, src_mod: &str, out: usize, inp: usize| {
@@ -376,6 +461,8 @@ pub struct Bert {
     pub head: Head,
     pub layout: Layout,
     original: serde_json::Value,
+    /// Per layer, the attention output's spelling in a Model Garden checkpoint (empty for TF1).
+    tf2_attention_outputs: Vec<&'static str>,
 }
 
 impl Bert {
@@ -389,7 +476,29 @@ impl Bert {
             Layout::Tf1 => detect_head(vars),
             Layout::Tf2Objects => Head::Base,
         };
-        Ok(Bert { cfg, head, layout, original: original.clone() })
+        let tf2_attention_outputs = match layout {
+            Layout::Tf1 => Vec::new(),
+            Layout::Tf2Objects => tf2_attention_outputs(cfg.num_hidden_layers, |name| vars.iter().any(|v| v.name == name)),
+        };
+        Ok(Bert { cfg, head, layout, original: original.clone(), tf2_attention_outputs })
+    }
+
+    /// The config the reference computes with: Model Garden reads the original config's
+    /// `hidden_act` (its "gelu" is HF's "gelu_new"); for google-research/bert the HF config
+    /// already names what the original computes.
+    fn reference_config(&self) -> anyhow::Result<BertConfig> {
+        Ok(match self.layout {
+            Layout::Tf1 => self.cfg.clone(),
+            Layout::Tf2Objects => serde_json::from_value(self.original.clone())?,
+        })
+    }
+
+    /// The part a stage of this model runs.
+    fn part(&self, stage: &Stage) -> Result<Part, String> {
+        parts(&self.cfg, self.head)
+            .into_iter()
+            .find(|p| p.name() == stage.name)
+            .ok_or_else(|| format!("{} has no stage {:?}", self.head.class_name(), stage.name))
     }
 
     pub fn from_hf_config(config: &serde_json::Value) -> Result<Bert, String> {
@@ -407,7 +516,7 @@ impl Bert {
             other => return Err(format!("BERT class '{other}' is not supported")),
         };
         // The layout only matters for reading a checkpoint, which an HF folder is not.
-        Ok(Bert { cfg, head, layout: Layout::Tf1, original: config.clone() })
+        Ok(Bert { cfg, head, layout: Layout::Tf1, original: config.clone(), tf2_attention_outputs: Vec::new() })
     }
 }
 
@@ -477,14 +586,38 @@ impl crate::arch::Architecture for Bert {
         candle::forward(vb, &self.cfg, self.head, probes)
     }
     fn reference_outputs(&self, weights: &crate::tf_graph::OriginalWeights, probes: &Probes) -> anyhow::Result<crate::probe::Outputs> {
+        let cfg = self.reference_config()?;
         match self.layout {
-            Layout::Tf1 => reference::forward(weights, &self.cfg, self.head, probes),
-            // The reference reads hidden_act as Model Garden does, so it gets the original config.
-            Layout::Tf2Objects => {
-                let original: BertConfig = serde_json::from_value(self.original.clone())?;
-                reference::forward_tf2(weights, &original, probes)
-            }
+            Layout::Tf1 => reference::forward(weights, &cfg, self.head, probes),
+            Layout::Tf2Objects => reference::forward_tf2(weights, &cfg, probes),
         }
+    }
+    fn stages(&self) -> Vec<Stage> {
+        parts(&self.cfg, self.head)
+            .into_iter()
+            .map(|part| Stage {
+                name: part.name(),
+                original_vars: match self.layout {
+                    Layout::Tf1 => reference::original_vars(part),
+                    Layout::Tf2Objects => reference::tf2_original_vars(&self.cfg, part, &self.tf2_attention_outputs),
+                },
+                hf_tensors: candle::hf_tensors(&self.cfg, self.head, part),
+                inputs: part.inputs(&self.cfg),
+                outputs: part.outputs(),
+            })
+            .collect()
+    }
+    fn candle_stage(&self, stage: &Stage, vb: candle_nn::VarBuilder, inputs: &Values) -> candle_core::Result<Values> {
+        let part = self.part(stage).map_err(candle_core::Error::msg)?;
+        candle::stage(vb, &self.cfg, self.head, part, stage, inputs)
+    }
+    fn reference_stage(&self, stage: &Stage, weights: &crate::tf_graph::OriginalWeights, inputs: &Values) -> anyhow::Result<Values> {
+        let part = self.part(stage).map_err(anyhow::Error::msg)?;
+        let original = match self.layout {
+            Layout::Tf1 => reference::Original::Tf1,
+            Layout::Tf2Objects => reference::Original::Tf2 { attention_outputs: &self.tf2_attention_outputs },
+        };
+        reference::stage(weights, &self.reference_config()?, original, part, stage, inputs)
     }
 }
 
