@@ -398,6 +398,9 @@ impl Conversion {
                     .map_err(|e| Error::tensor(ckpt.path(), &m.source, e))?;
                 let cast = sink::cast(&moved, src.dtype, spec.dtype)?;
                 sink.write_tensor(&m.target, &cast)?;
+                drop(cast);
+                drop(moved);
+                ckpt.release(&m.source);
                 progress.tick(&m.target);
             }
             sink.finish()?;

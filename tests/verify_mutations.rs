@@ -206,11 +206,19 @@ fn assert_diverges_at(v: &Verdict, expected: &str) {
     for o in &outputs[..first] {
         assert_eq!(o["pass"], true, "{} precedes {expected} and should still agree; {}", o["name"], v.describe());
     }
-    let row = v.output(expected);
+    // Localized by the isolated comparison: only the damaged stage fails there, by a margin.
+    assert_eq!(v.report["divergence_kind"], "isolated", "{}", v.describe());
+    let isolated: Vec<&serde_json::Value> =
+        v.report["stages"].as_array().expect("stages").iter().flat_map(|st| st["isolated"].as_array().expect("isolated")).collect();
+    let failing: Vec<&str> = isolated.iter().filter(|o| o["pass"] == false).filter_map(|o| o["name"].as_str()).collect();
+    assert_eq!(failing.first(), Some(&expected), "isolated failures {failing:?}; {}", v.describe());
+    let row = isolated.iter().find(|o| o["name"] == expected).expect("isolated row");
+    let margin = row["max_abs_error"].as_f64().unwrap() / row["allowed"].as_f64().unwrap();
     eprintln!(
-        "{expected}: max|Δ| {} > allowed {} (rel {}, cosine {})",
+        "{expected}: isolated max|Δ| {} > allowed {}: margin {margin:.1}× (rel {}, cosine {})",
         row["max_abs_error"], row["allowed"], row["max_rel_error"], row["cosine_similarity"]
     );
+    assert!(margin >= 5.0, "{expected}: the mutation is caught by only {margin:.2}×; {}", v.describe());
     assert!(
         v.stderr.contains(&format!("first divergence at '{expected}'")),
         "stderr does not name {expected}; {}",

@@ -587,6 +587,21 @@ impl Checkpoint for Bundle {
         std::iter::once(self.index_path.clone()).chain(self.shards.iter().map(|s| s.path.clone())).collect()
     }
 
+    fn release(&self, name: &str) {
+        let Ok((_, layout)) = self.lookup(name) else { return };
+        let pieces: Vec<&Piece> = match layout {
+            Layout::Contiguous(p) => vec![p],
+            Layout::Partitioned(parts) => parts.iter().map(|(_, p)| p).collect(),
+        };
+        for p in pieces {
+            if let Some(Shard { data: ShardData::Mmap(map), .. }) = self.shards.get(p.shard) {
+                // SAFETY: the map is read-only and shared, so dropping its pages loses nothing:
+                // a later read faults them in from the file again.
+                let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, p.offset, p.size) };
+            }
+        }
+    }
+
     fn tensors(&self) -> &[TensorInfo] {
         &self.infos
     }

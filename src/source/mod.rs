@@ -76,6 +76,10 @@ pub trait Checkpoint: Send + Sync {
     /// Elements of a string tensor.
     fn read_strings(&self, name: &str) -> Result<Vec<Vec<u8>>>;
 
+    /// A hint that `name` has been consumed: the reader may drop its pages from memory, so that
+    /// a conversion's resident memory follows the tensor in hand, not the whole checkpoint.
+    fn release(&self, _name: &str) {}
+
     /// Tensors that exist in the file but cannot be read by this reader (not in `tensors()`).
     fn unsupported(&self) -> &[UnsupportedTensor] {
         &[]

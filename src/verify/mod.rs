@@ -13,6 +13,7 @@ use serde::Serialize;
 use tfconv_models::arch::Architecture;
 use tfconv_models::plan::Plan;
 use tfconv_models::probe::{Outputs, Probes};
+use tfconv_models::stage::{Stage, Values};
 use tfconv_models::tf_graph::OriginalWeights;
 
 pub use compare::{OutputReport, Tolerance};
@@ -48,10 +49,34 @@ pub struct VerifyReport {
     pub probes: Probes,
     pub structural_problems: Vec<String>,
     pub parameters: u64,
+    /// Tolerance of the isolated comparison: one stage on the reference's own inputs, where
+    /// nothing has accumulated.
+    pub isolated_tolerance: Tolerance,
+    /// The end-to-end (chained) comparison of every output, in forward order.
     pub outputs: Vec<OutputReport>,
-    /// The first output, in forward order, outside tolerance.
+    /// Both comparisons, stage by stage.
+    pub stages: Vec<StageReport>,
+    /// The first output outside tolerance: from the isolated comparison when a stage fails
+    /// there, else from the chained one; "structure" for structural problems.
     pub first_divergence: Option<String>,
+    /// "isolated" or "chained": which comparison named `first_divergence`.
+    pub divergence_kind: Option<String>,
     pub tensorflow_version: String,
+    pub seconds_candle: f64,
+    pub seconds_tensorflow: f64,
+}
+
+/// One stage's two comparisons with the reference.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageReport {
+    pub name: String,
+    /// How many original variables TensorFlow restored, and HF tensors candle could read, for it.
+    pub original_variables: usize,
+    pub hf_tensors: usize,
+    /// Candle fed its own previous outputs, as a user runs the model end to end.
+    pub chained: Vec<OutputReport>,
+    /// Candle fed the reference's inputs to this stage: a fault shows here in its own stage only.
+    pub isolated: Vec<OutputReport>,
     pub seconds_candle: f64,
     pub seconds_tensorflow: f64,
 }
@@ -333,39 +358,41 @@ fn config_findings(config: &serde_json::Value, unused: &[&str], lacking: &[&str]
         let parts: Vec<&str> = name.split('.').collect();
         parts.iter().position(|p| p.parse::<usize>().is_ok()).map(|i| (parts[..i].join("."), parts[i].parse::<usize>().unwrap()))
     };
-    let mut findings = Vec::new();
-    let mut per_layer: BTreeMap<(String, usize), usize> = BTreeMap::new();
-    let mut other = Vec::new();
-    for name in unused {
-        match layer_of(name) {
-            Some(key) => *per_layer.entry(key).or_default() += 1,
-            None => other.push(*name),
+    // Tensors grouped by layer ("layers 2, 10: encoder.layer.2.*, encoder.layer.10.*"), and the rest.
+    let group = |names: &[&str]| -> (Option<(String, usize)>, Vec<String>) {
+        let mut per_layer: BTreeMap<(String, usize), usize> = BTreeMap::new();
+        let mut other = Vec::new();
+        for name in names {
+            match layer_of(name) {
+                Some(key) => *per_layer.entry(key).or_default() += 1,
+                None => other.push(name.to_string()),
+            }
         }
-    }
-    if !per_layer.is_empty() {
-        let count: usize = per_layer.values().sum();
         let layers: Vec<String> = per_layer.keys().map(|(_, l)| l.to_string()).collect();
         let globs: Vec<String> = per_layer.keys().map(|(stem, l)| format!("{stem}.{l}.*")).collect();
-        let which = format!("{} {}: {}", if layers.len() == 1 { "layer" } else { "layers" }, layers.join(", "), globs.join(", "));
-        findings.push(match &layer_key {
-            Some(key) => format!("{key}, but the folder holds weights for {which} ({count} tensors unused by a model built from config.json)"),
-            None => format!("the folder holds weights for {which} ({count} tensors unused by a model built from config.json)"),
+        let which = (!layers.is_empty()).then(|| {
+            (format!("{} {}: {}", if layers.len() == 1 { "layer" } else { "layers" }, layers.join(", "), globs.join(", ")), per_layer.values().sum())
         });
+        (which, other)
+    };
+    let blame = |what: String| match &layer_key {
+        Some(key) => format!("{key}, but {what}"),
+        None => what,
+    };
+    let mut findings = Vec::new();
+    let (layers, other) = group(unused);
+    if let Some((which, count)) = layers {
+        findings.push(blame(format!("the folder holds weights for {which} ({count} tensors unused by a model built from config.json)")));
     }
     if !other.is_empty() {
-        findings.push(format!(
-            "{} tensor(s) the folder holds are unused by a model built from config.json: {}",
-            other.len(),
-            other.join(", ")
-        ));
+        findings.push(format!("{} tensor(s) the folder holds are unused by a model built from config.json: {}", other.len(), other.join(", ")));
     }
-    for name in lacking {
-        findings.push(match (layer_of(name), &layer_key) {
-            (Some((_, l)), Some(key)) => {
-                format!("{key}, but the folder holds no weights for layer {l}: a model built from config.json needs {name}")
-            }
-            _ => format!("a model built from config.json needs {name}, which the folder does not hold"),
-        });
+    let (layers, other) = group(lacking);
+    if let Some((which, count)) = layers {
+        findings.push(blame(format!("the folder holds no weights for {which} ({count} tensors a model built from config.json needs)")));
+    }
+    if !other.is_empty() {
+        findings.push(format!("a model built from config.json needs {}, which the folder does not hold", other.join(", ")));
     }
     findings
 }
@@ -424,6 +451,7 @@ pub fn verify(
     let stored = found.values().map(|(d, _)| *d).find(|d| d.is_float()).unwrap_or(DType::F32);
     let default_tol = Tolerance::for_dtype(stored);
     let tolerance = Tolerance { atol: opts.atol.unwrap_or(default_tol.atol), rtol: opts.rtol.unwrap_or(default_tol.rtol) };
+    let isolated_tolerance = Tolerance::isolated_stage(stored);
     let probes = arch.probes(opts.seed, opts.batch, opts.seq_len);
     let mut report = VerifyReport {
         pass: false,
@@ -432,11 +460,14 @@ pub fn verify(
         class: arch.class_name().to_string(),
         stored_dtype: stored.name().to_string(),
         tolerance,
+        isolated_tolerance,
         probes: probes.clone(),
         structural_problems: structural,
         parameters,
         outputs: Vec::new(),
+        stages: Vec::new(),
         first_divergence: None,
+        divergence_kind: None,
         tensorflow_version: tf_version,
         seconds_candle: 0.0,
         seconds_tensorflow: 0.0,
@@ -446,26 +477,20 @@ pub fn verify(
         return Ok(report);
     }
 
-    let started = Instant::now();
-    let (candle, asked) = candle_run(&files, folder_arch.as_ref(), &probes);
-    report.seconds_candle = started.elapsed().as_secs_f64();
-    // The candle model is built from config.json as from_pretrained builds it, so the tensors it
-    // asked for are the folder's expected keys. A model that stopped at a tensor it lacks asked
-    // for only part of its keys, so then only the lacking one is known.
-    let lacking: Vec<&str> = asked.iter().filter(|n| !found.contains_key(*n)).map(String::as_str).collect();
-    let unused: Vec<&str> = match &candle {
-        Ok(_) => found.keys().filter(|n| !asked.contains(*n) && !ties.identical.contains(*n)).map(String::as_str).collect(),
-        Err(_) => Vec::new(),
-    };
+    // The candle side is built from config.json as from_pretrained builds it, so the tensors its
+    // stages declare are the folder's expected keys.
+    let candle_stages = folder_arch.stages();
+    let expected: BTreeSet<&str> = candle_stages.iter().flat_map(|st| st.hf_tensors.iter().map(String::as_str)).collect();
+    let lacking: Vec<&str> = expected.iter().filter(|n| !found.contains_key(**n)).copied().collect();
+    let unused: Vec<&str> =
+        found.keys().map(String::as_str).filter(|n| !expected.contains(n) && !ties.identical.contains(*n)).collect();
     let findings = config_findings(&folder_config(folder)?, &unused, &lacking);
     if !findings.is_empty() {
         report.structural_problems = findings;
         report.first_divergence = Some("structure".into());
         return Ok(report);
     }
-    let candle = candle?;
 
-    let started = Instant::now();
     let dtypes: HashMap<String, tensorflow::DataType> =
         ckpt.tensors().iter().map(|t| (t.name.clone(), tf_data_type(t.dtype))).collect();
     let mut weights = OriginalWeights::new(ckpt.path().to_string_lossy(), dtypes);
@@ -476,15 +501,85 @@ pub fn verify(
         .iter()
         .filter_map(|m| found.get(&m.target).filter(|(d, _)| d.is_float()).map(|(d, _)| (m.source.clone(), tf_data_type(*d))))
         .collect();
-    let reference = arch
-        .reference_outputs(&weights, &probes)
-        .map_err(|e| Error::ReferenceUnavailable(format!("the TensorFlow reference run failed: {e:#}")))?;
-    report.seconds_tensorflow = started.elapsed().as_secs_f64();
 
-    report.outputs = compare::compare(&candle, &reference, tolerance);
-    report.first_divergence = report.outputs.iter().find(|o| !o.pass).map(|o| o.name.clone());
+    let tf_stages = arch.stages();
+    let names = |stages: &[Stage]| stages.iter().map(|st| (st.name.clone(), st.outputs.clone())).collect::<Vec<_>>();
+    if names(&tf_stages) != names(&candle_stages) {
+        report.structural_problems.push(format!(
+            "config.json describes the stages {:?}, but the original model has {:?}",
+            candle_stages.iter().map(|st| st.name.as_str()).collect::<Vec<_>>(),
+            tf_stages.iter().map(|st| st.name.as_str()).collect::<Vec<_>>()
+        ));
+        report.first_divergence = Some("structure".into());
+        return Ok(report);
+    }
+    let inputs = arch.probe_values(&probes);
+    let (mut tf_known, mut candle_known) = (inputs.clone(), inputs);
+    for (tf_stage, candle_stage) in tf_stages.iter().zip(&candle_stages) {
+        let stage_err = |e: String| Error::Mapping(format!("stage {}: {e}", tf_stage.name));
+        let tf_in = tf_known.pick(&tf_stage.inputs).map_err(stage_err)?;
+        let started = Instant::now();
+        let tf_out = arch
+            .reference_stage(tf_stage, &weights, &tf_in)
+            .map_err(|e| Error::ReferenceUnavailable(format!("the TensorFlow reference failed in stage {}: {e:#}", tf_stage.name)))?;
+        let seconds_tensorflow = started.elapsed().as_secs_f64();
+
+        // Only this stage's tensors, from a mapping opened for it and dropped with it.
+        let started = Instant::now();
+        let chained_in = candle_known.pick(&candle_stage.inputs).map_err(stage_err)?;
+        let run = |ins: &Values| -> Result<Values> {
+            let vb = stage_weights(&files)?;
+            folder_arch
+                .candle_stage(candle_stage, vb, ins)
+                .map_err(|e| Error::Mapping(format!("the converted weights do not fit {} in stage {}: {e}", arch.class_name(), candle_stage.name)))
+        };
+        let chained = run(&chained_in)?;
+        // The first stage reads only probe inputs, which both sides share.
+        let isolated = if chained_in == tf_in { chained.clone() } else { run(&tf_in)? };
+        let seconds_candle = started.elapsed().as_secs_f64();
+
+        let reference = tf_out.to_outputs();
+        let stage = StageReport {
+            name: tf_stage.name.clone(),
+            original_variables: tf_stage.original_vars.len(),
+            hf_tensors: candle_stage.hf_tensors.len(),
+            chained: compare::compare(&chained.to_outputs(), &reference, tolerance),
+            isolated: compare::compare(&isolated.to_outputs(), &reference, isolated_tolerance),
+            seconds_candle,
+            seconds_tensorflow,
+        };
+        report.seconds_candle += seconds_candle;
+        report.seconds_tensorflow += seconds_tensorflow;
+        report.outputs.extend(stage.chained.iter().cloned());
+        report.stages.push(stage);
+        tf_known.0.extend(tf_out.0);
+        candle_known.0.extend(chained.0);
+    }
+    // A fault shows in exactly one isolated stage; an error that only accumulates shows chained.
+    let isolated = report.stages.iter().flat_map(|st| st.isolated.iter()).find(|o| !o.pass);
+    let chained = report.outputs.iter().find(|o| !o.pass);
+    report.first_divergence = isolated.or(chained).map(|o| o.name.clone());
+    report.divergence_kind = match (isolated, chained) {
+        (Some(_), _) => Some("isolated".into()),
+        (None, Some(_)) => Some("chained".into()),
+        _ => None,
+    };
     report.pass = report.first_divergence.is_none();
     Ok(report)
+}
+
+/// A fresh view of the folder's weights for one stage: candle reads only the tensors the stage
+/// asks for, and the mapping is released when the stage's VarBuilder is dropped.
+fn stage_weights(files: &[PathBuf]) -> Result<candle_nn::VarBuilder<'static>> {
+    let first = files.first().ok_or_else(|| Error::input(".", "no weight files to load"))?;
+    let load_err = |e: candle_core::Error| Error::input(first, format!("candle could not load the weights: {e}"));
+    let backend: Box<dyn SimpleBackend> = if files.iter().all(|f| f.extension().is_some_and(|e| e == "bin")) {
+        Box::new(PthShards::open(files).map_err(load_err)?)
+    } else {
+        // SAFETY: the files are ours (just written) or the user's; they are not modified while mapped.
+        Box::new(unsafe { candle_core::safetensors::MmapedSafetensors::multi(files) }.map_err(load_err)?)
+    };
+    Ok(candle_nn::VarBuilder::from_backend(backend, candle_core::DType::F32, candle_core::Device::Cpu))
 }
 
 /// Loads the folder's weights into candle under HF's names and runs the architecture.
@@ -612,44 +707,73 @@ pub fn render_table(report: &VerifyReport) -> String {
     );
     let _ = writeln!(
         s,
-        "probes: batch {} × seq {} (seed in report); tolerance |Δ| ≤ {:.0e} + {:.0e}·max|ref|; {} parameters",
-        report.probes.batch, report.probes.seq_len, report.tolerance.atol, report.tolerance.rtol, report.parameters
+        "probes: batch {} × seq {} (seed in report); {} parameters; staged: each stage compared chained \
+         (|Δ| ≤ {:.0e} + {:.0e}·max|ref|) and isolated on the reference's inputs (|Δ| ≤ {:.0e} + {:.0e}·max|ref|)",
+        report.probes.batch,
+        report.probes.seq_len,
+        report.parameters,
+        report.tolerance.atol,
+        report.tolerance.rtol,
+        report.isolated_tolerance.atol,
+        report.isolated_tolerance.rtol
     );
     for p in &report.structural_problems {
         let _ = writeln!(s, "  structure: {p}");
     }
-    if !report.outputs.is_empty() {
-        let w = report.outputs.iter().map(|o| o.name.len()).max().unwrap_or(6).max(6);
-        let _ = writeln!(s, "  {:<w$}  {:>10}  {:>10}  {:>10}  {:>10}  {:>9}  {:>7}  result", "output", "max|Δ|", "allowed", "rel", "mean|Δ|", "cosine", "argmax");
-        for o in &report.outputs {
+    let rows: Vec<(&OutputReport, Option<&OutputReport>)> = report
+        .stages
+        .iter()
+        .flat_map(|st| st.chained.iter().map(move |c| (c, st.isolated.iter().find(|i| i.name == c.name))))
+        .collect();
+    if !rows.is_empty() {
+        let w = rows.iter().map(|(o, _)| o.name.len()).max().unwrap_or(6).max(6);
+        let _ = writeln!(
+            s,
+            "  {:<w$}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {:>9}  {:>7}  result",
+            "output", "chained Δ", "allowed", "rel", "isolated Δ", "allowed", "cosine", "argmax"
+        );
+        for (o, iso) in rows {
             let argmax = o.argmax_agreement.map(|a| format!("{:.1}%", a * 100.0)).unwrap_or_else(|| "-".into());
-            let result = match (&o.problem, o.pass) {
-                (Some(p), _) => format!("FAIL ({p})"),
-                (None, true) => "ok".into(),
-                (None, false) => "FAIL".into(),
+            let result = match (o.problem.as_ref().or(iso.and_then(|i| i.problem.as_ref())), iso.is_none_or(|i| i.pass), o.pass) {
+                (Some(p), _, _) => format!("FAIL ({p})"),
+                (None, false, _) => "FAIL (isolated)".into(),
+                (None, true, false) => "FAIL (chained)".into(),
+                (None, true, true) => "ok".into(),
             };
+            let (iso_err, iso_allowed) = iso.map(|i| (i.max_abs_error, i.allowed)).unwrap_or((f64::NAN, f64::NAN));
             let _ = writeln!(
                 s,
-                "  {:<w$}  {:>10.3e}  {:>10.3e}  {:>10.3e}  {:>10.3e}  {:>9.6}  {:>7}  {result}",
-                o.name, o.max_abs_error, o.allowed, o.max_rel_error, o.mean_abs_error, o.cosine_similarity, argmax
+                "  {:<w$}  {:>10.3e}  {:>10.3e}  {:>10.3e}  {:>10.3e}  {:>10.3e}  {:>9.6}  {:>7}  {result}",
+                o.name, o.max_abs_error, o.allowed, o.max_rel_error, iso_err, iso_allowed, o.cosine_similarity, argmax
             );
         }
     }
     match &report.first_divergence {
         None => {
             let worst = report.outputs.iter().map(|o| o.max_rel_error).fold(0.0, f64::max);
-            let _ = writeln!(s, "PASS: {} outputs agree (worst relative error {worst:.2e})", report.outputs.len());
+            let _ = writeln!(
+                s,
+                "PASS: {} outputs agree in {} stages (worst relative error {worst:.2e})",
+                report.outputs.len(),
+                report.stages.len()
+            );
         }
         Some(first) if first == "structure" => {
             let _ = writeln!(s, "FAIL: the folder's weights do not match the plan or its config.json ({} problem(s))", report.structural_problems.len());
         }
         Some(first) => {
-            let o = report.outputs.iter().find(|o| &o.name == first).expect("named from outputs");
+            let kind = report.divergence_kind.as_deref().unwrap_or("chained");
+            let pool: Vec<&OutputReport> = match kind {
+                "isolated" => report.stages.iter().flat_map(|st| st.isolated.iter()).collect(),
+                _ => report.outputs.iter().collect(),
+            };
+            let o = pool.into_iter().find(|o| &o.name == first).expect("named from the reports");
             let _ = writeln!(
                 s,
-                "FAIL: first divergence at '{first}' (max |Δ| {:.3e} > allowed {:.3e} at flat index {}){}",
+                "FAIL: first divergence at '{first}' ({kind}: max |Δ| {:.3e} > allowed {:.3e}, {:.1}× over, at flat index {}){}",
                 o.max_abs_error,
                 o.allowed,
+                o.max_abs_error / o.allowed.max(f64::MIN_POSITIVE),
                 o.worst_index,
                 suspect_weights(first)
             );
@@ -685,10 +809,10 @@ mod tests {
                 "1 tensor(s) the folder holds are unused by a model built from config.json: extra.weight",
             ]
         );
-        let lacking = config_findings(&config, &[], &["encoder.layer.2.attention.self.query.weight"]);
+        let lacking = config_findings(&config, &[], &["encoder.layer.2.attention.self.query.weight", "encoder.layer.2.output.dense.bias"]);
         assert_eq!(
             lacking,
-            ["config.json num_hidden_layers=2, but the folder holds no weights for layer 2: a model built from config.json needs encoder.layer.2.attention.self.query.weight"]
+            ["config.json num_hidden_layers=2, but the folder holds no weights for layer 2: encoder.layer.2.* (2 tensors a model built from config.json needs)"]
         );
         assert!(config_findings(&config, &[], &[]).is_empty());
     }

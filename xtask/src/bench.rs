@@ -1,6 +1,8 @@
 //! `cargo xtask bench`: converting a BERT-base-sized checkpoint (110M parameters, 440 MB,
 //! written by TensorFlow), timed against a durable copy of the same bytes in the same run, with peak RSS
-//! against the largest tensor; then the time of `--verify`.
+//! against the largest tensor; then `convert --verify` on BERT-base, on BERT-large (24 layers,
+//! hidden 1024, 340M parameters, 1.3 GB) and on a 12-layer model of BERT-large's width, whose
+//! peak RSS shows whether verify's memory grows with depth.
 
 use std::path::Path;
 use std::process::Command;
@@ -9,13 +11,28 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use tfconv_models::bert::{BertConfig, Head};
 
-fn bert_base() -> serde_json::Value {
+/// A google-research/bert config of the given depth and width (BERT-base: 12 × 768).
+fn bert_config(layers: usize, hidden: usize) -> serde_json::Value {
     serde_json::json!({
         "attention_probs_dropout_prob": 0.1, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
-        "hidden_size": 768, "initializer_range": 0.02, "intermediate_size": 3072,
-        "max_position_embeddings": 512, "num_attention_heads": 12, "num_hidden_layers": 12,
+        "hidden_size": hidden, "initializer_range": 0.02, "intermediate_size": 4 * hidden,
+        "max_position_embeddings": 512, "num_attention_heads": hidden / 64, "num_hidden_layers": layers,
         "type_vocab_size": 2, "vocab_size": 30522
     })
+}
+
+/// The checkpoint prefix of a synthetic BERT written by TensorFlow under `dir/name`, written once.
+fn synthetic_bert(dir: &Path, name: &str, layers: usize, hidden: usize) -> Result<std::path::PathBuf> {
+    let ckpt_dir = dir.join(name);
+    let prefix = ckpt_dir.join("bert_model.ckpt");
+    let config = bert_config(layers, hidden);
+    if !prefix.with_extension("ckpt.index").is_file() {
+        std::fs::create_dir_all(&ckpt_dir)?;
+        let cfg: BertConfig = serde_json::from_value(config.clone())?;
+        tfconv::synthetic::write_bert_checkpoint(&prefix, &cfg, Head::PreTraining, 11, false)?;
+        std::fs::write(ckpt_dir.join("bert_config.json"), config.to_string())?;
+    }
+    Ok(prefix)
 }
 
 /// Runs a command under `/usr/bin/time`, returning (seconds, peak RSS in MB).
@@ -42,15 +59,8 @@ pub fn run(root: &Path) -> Result<()> {
     run_cmd(Command::new("cargo").args(["build", "--release", "--quiet", "--package", "tfconv", "--bin", "tfconv"]).current_dir(root))?;
     let tfconv = root.join("target").join("release").join("tfconv");
     let dir = root.join("target").join("bench");
-    let ckpt_dir = dir.join("bert-base");
-    let prefix = ckpt_dir.join("bert_model.ckpt");
-    let config = bert_base();
-    if !prefix.with_extension("ckpt.index").is_file() {
-        std::fs::create_dir_all(&ckpt_dir)?;
-        let cfg: BertConfig = serde_json::from_value(config.clone())?;
-        tfconv::synthetic::write_bert_checkpoint(&prefix, &cfg, Head::PreTraining, 11, false)?;
-        std::fs::write(ckpt_dir.join("bert_config.json"), config.to_string())?;
-    }
+    let prefix = synthetic_bert(&dir, "bert-base", 12, 768)?;
+    let ckpt_dir = prefix.parent().context("prefix has a folder")?.to_path_buf();
     let data = ckpt_dir.join("bert_model.ckpt.data-00000-of-00001");
     let bytes = std::fs::metadata(&data)?.len() as f64;
     // Warm the page cache so both runs read from memory.
@@ -72,12 +82,27 @@ pub fn run(root: &Path) -> Result<()> {
         )
     };
     let (conv_secs, conv_rss) = convert(&[])?;
-    let (verify_secs, verify_rss) = convert(&["--verify", "--seq-len", "128"])?;
     let largest = 30522.0 * 768.0 * 4.0 / 1e6;
     println!("BERT-base checkpoint: {:.0} MB of weights, largest tensor {largest:.0} MB", bytes / 1e6);
     println!("copy + fsync of the data {cp_secs:>7.2} s");
     println!("tfconv convert           {conv_secs:>7.2} s   peak RSS {conv_rss:>6.0} MB   time ratio to the copy {:.2}", conv_secs / cp_secs);
-    println!("tfconv convert --verify  {verify_secs:>7.2} s   peak RSS {verify_rss:>6.0} MB   (probes 3 × 128)");
+
+    // Verify: wall time and peak RSS by depth and width, probes 3 × 128.
+    let mut peaks = Vec::new();
+    for (name, layers, hidden) in [("bert-base", 12, 768), ("bert-large-12-layers", 12, 1024), ("bert-large", 24, 1024)] {
+        let prefix = synthetic_bert(&dir, name, layers, hidden)?;
+        let bytes = std::fs::metadata(prefix.with_extension("ckpt.data-00000-of-00001"))?.len() as f64;
+        let out = dir.join(format!("{name}-out"));
+        let (secs, rss) = measure(
+            Command::new(&tfconv)
+                .arg("convert").arg("--tf-checkpoint").arg(&prefix).arg("--output").arg(&out).arg("--force")
+                .args(["--verify", "--seq-len", "128"]),
+        )?;
+        std::fs::remove_dir_all(&out)?;
+        println!("convert --verify {name:<22} {layers:>2} × {hidden:<4} {:>6.0} MB   {secs:>7.2} s   peak RSS {rss:>6.0} MB", bytes / 1e6);
+        peaks.push(rss);
+    }
+    println!("verify peak RSS, 24 layers ÷ 12 layers of the same width: {:.2}", peaks[2] / peaks[1]);
     Ok(())
 }
 
