@@ -1,6 +1,6 @@
-//! No false alarms: a correct conversion must pass `verify` at the default tolerances, for random
-//! small BERTs of every head (float32) and for the golden checkpoint stored as float16, bfloat16
-//! and as `pytorch_model.bin`. The worst relative error seen is printed so it can be recorded.
+//! No false alarms: a correct conversion must pass `verify` at the default tolerances, chained and
+//! isolated, for random small BERTs of every head stored as float32, float16 and bfloat16, and for
+//! the golden checkpoint in each dtype and as `pytorch_model.bin`. The worst relative error seen is printed so it can be recorded.
 //!
 //! Needs TensorFlow (it writes the checkpoints with SaveV2 and runs the reference): a missing
 //! runtime makes these tests FAIL, never skip.
@@ -106,7 +106,9 @@ fn original_config(cfg: &BertConfig) -> serde_json::Value {
     })
 }
 
-fn check_case(case: &Case) -> Result<f64, TestCaseError> {
+/// Writes the case with TensorFlow, converts it in every stored dtype and verifies each; returns
+/// the worst relative error (chained, isolated).
+fn check_case(case: &Case) -> Result<(f64, f64), TestCaseError> {
     let tmp = tempfile::tempdir().expect("tempdir");
     let src = tmp.path().join("original");
     std::fs::create_dir(&src).unwrap();
@@ -116,20 +118,30 @@ fn check_case(case: &Case) -> Result<f64, TestCaseError> {
     tfconv::synthetic::write_bert_checkpoint(&prefix, &case.cfg, case.head, case.seed, case.trainer_state)
         .map_err(|e| TestCaseError::fail(format!("writing the checkpoint: {e}")))?;
 
-    let done = convert(&options(&prefix, &tmp.path().join("hf"), DType::F32))
-        .map_err(|e| TestCaseError::fail(format!("convert: {e}")))?;
-    prop_assert_eq!(done.arch.class_name(), case.head.class_name());
-    let report = verify(&done.folder, done.checkpoint.as_ref(), done.arch.as_ref(), &done.plan, &VerifyOptions::default())
-        .map_err(|e| TestCaseError::fail(format!("verify: {e}")))?;
-    prop_assert_eq!(report.tolerance, Tolerance::for_dtype(DType::F32));
-    prop_assert!(report.probes.seq_len <= case.cfg.max_position_embeddings);
-    prop_assert!(report.pass, "false alarm on a correct conversion of {:?}:\n{}", case, explain(&report));
-    prop_assert!(!report.outputs.is_empty());
-    Ok(worst_relative_error(&report))
+    let mut worst = (0f64, 0f64);
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        let done = convert(&options(&prefix, &tmp.path().join(dtype.name()), dtype))
+            .map_err(|e| TestCaseError::fail(format!("convert: {e}")))?;
+        prop_assert_eq!(done.arch.class_name(), case.head.class_name());
+        let report = verify(&done.folder, done.checkpoint.as_ref(), done.arch.as_ref(), &done.plan, &VerifyOptions::default())
+            .map_err(|e| TestCaseError::fail(format!("verify: {e}")))?;
+        prop_assert_eq!(report.tolerance, Tolerance::for_dtype(dtype));
+        prop_assert!(report.probes.seq_len <= case.cfg.max_position_embeddings);
+        prop_assert!(report.pass, "false alarm on a correct {} conversion of {:?}:\n{}", dtype.name(), case, explain(&report));
+        prop_assert!(!report.outputs.is_empty());
+        worst.0 = worst.0.max(worst_relative_error(&report));
+        worst.1 = worst.1.max(worst_isolated_error(&report));
+    }
+    Ok(worst)
+}
+
+/// The worst relative error of the isolated comparison, over every stage.
+fn worst_isolated_error(report: &VerifyReport) -> f64 {
+    report.stages.iter().flat_map(|st| &st.isolated).map(|o| o.max_rel_error).fold(0.0, f64::max)
 }
 
 #[test]
-fn random_correct_conversions_pass_at_float32() {
+fn random_correct_conversions_pass_in_every_dtype() {
     require_tensorflow();
     // At least 30 cases; PROPTEST_CASES asks for more.
     let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(30u32).max(30);
@@ -140,12 +152,13 @@ fn random_correct_conversions_pass_at_float32() {
         ..ProptestConfig::default()
     };
     let mut runner = TestRunner::new(config);
-    // (cases passed, worst relative error, the case it came from)
-    let worst = std::sync::Mutex::new((0usize, 0f64, String::new()));
+    // (cases passed, worst chained relative error, the case it came from, worst isolated)
+    let worst = std::sync::Mutex::new((0usize, 0f64, String::new(), 0f64));
     let result = runner.run(&case_strategy(), |case| {
-        let rel = check_case(&case)?;
+        let (rel, isolated) = check_case(&case)?;
         let mut w = worst.lock().unwrap();
         w.0 += 1;
+        w.3 = w.3.max(isolated);
         if rel > w.1 {
             (w.1, w.2) = (rel, format!("{case:?}"));
         }
@@ -154,8 +167,8 @@ fn random_correct_conversions_pass_at_float32() {
     if let Err(e) = result {
         panic!("{e}");
     }
-    let (count, rel, case) = worst.into_inner().unwrap();
-    eprintln!("float32, {count} random BERTs: worst relative error {rel:.3e} (in {case})");
+    let (count, rel, case, isolated) = worst.into_inner().unwrap();
+    eprintln!("{count} random BERTs × float32, float16, bfloat16: worst relative error {rel:.3e} chained (in {case}), {isolated:.3e} isolated");
     assert!(count >= cases as usize, "only {count} cases ran");
 }
 

@@ -5,7 +5,6 @@ pub mod compare;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use candle_nn::var_builder::SimpleBackend;
@@ -582,70 +581,10 @@ fn stage_weights(files: &[PathBuf]) -> Result<candle_nn::VarBuilder<'static>> {
     Ok(candle_nn::VarBuilder::from_backend(backend, candle_core::DType::F32, candle_core::Device::Cpu))
 }
 
-/// Loads the folder's weights into candle under HF's names and runs the architecture.
+/// Loads the folder's weights into candle under HF's names and runs the whole architecture.
 pub fn candle_outputs(files: &[PathBuf], arch: &dyn Architecture, probes: &Probes) -> Result<Outputs> {
-    candle_run(files, arch, probes).0
-}
-
-/// `candle_outputs`, and the name of every tensor the model asked for (found or not).
-fn candle_run(files: &[PathBuf], arch: &dyn Architecture, probes: &Probes) -> (Result<Outputs>, BTreeSet<String>) {
-    let Some(first) = files.first() else { return (Err(Error::input(".", "no weight files to load")), BTreeSet::new()) };
-    let load_err = |e: candle_core::Error| Error::input(first, format!("candle could not load the weights: {e}"));
-    let backend: Box<dyn SimpleBackend> = if files.iter().all(|f| f.extension().is_some_and(|e| e == "bin")) {
-        match PthShards::open(files) {
-            Ok(shards) => Box::new(shards),
-            Err(e) => return (Err(load_err(e)), BTreeSet::new()),
-        }
-    } else {
-        // SAFETY: the files are ours (just written) or the user's; they are not modified while mapped.
-        match unsafe { candle_core::safetensors::MmapedSafetensors::multi(files) } {
-            Ok(st) => Box::new(st),
-            Err(e) => return (Err(load_err(e)), BTreeSet::new()),
-        }
-    };
-    let asked = Arc::new(Mutex::new(BTreeSet::new()));
-    let recording = Recording { inner: backend, asked: asked.clone() };
-    let vb = candle_nn::VarBuilder::from_backend(Box::new(recording), candle_core::DType::F32, candle_core::Device::Cpu);
-    let outputs = arch
-        .candle_outputs(vb, probes)
-        .map_err(|e| Error::Mapping(format!("the converted weights do not fit {}: {e}", arch.class_name())));
-    let asked = std::mem::take(&mut *asked.lock().unwrap_or_else(|p| p.into_inner()));
-    (outputs, asked)
-}
-
-/// A weight backend that remembers every name the model asks for: the model's own key set.
-struct Recording {
-    inner: Box<dyn SimpleBackend>,
-    asked: Arc<Mutex<BTreeSet<String>>>,
-}
-
-impl Recording {
-    fn note(&self, name: &str) {
-        self.asked.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string());
-    }
-}
-
-impl SimpleBackend for Recording {
-    fn get(
-        &self,
-        shape: candle_core::Shape,
-        name: &str,
-        init: candle_nn::Init,
-        dtype: candle_core::DType,
-        dev: &candle_core::Device,
-    ) -> candle_core::Result<candle_core::Tensor> {
-        self.note(name);
-        self.inner.get(shape, name, init, dtype, dev)
-    }
-
-    fn get_unchecked(&self, name: &str, dtype: candle_core::DType, dev: &candle_core::Device) -> candle_core::Result<candle_core::Tensor> {
-        self.note(name);
-        self.inner.get_unchecked(name, dtype, dev)
-    }
-
-    fn contains_tensor(&self, name: &str) -> bool {
-        self.inner.contains_tensor(name)
-    }
+    arch.candle_outputs(stage_weights(files)?, probes)
+        .map_err(|e| Error::Mapping(format!("the converted weights do not fit {}: {e}", arch.class_name())))
 }
 
 /// One or more `pytorch_model*.bin` files as one candle backend. Each tensor is read from the
