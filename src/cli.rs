@@ -155,14 +155,25 @@ struct VerifyFlags {
 }
 
 impl VerifyFlags {
-    fn options(&self) -> crate::verify::VerifyOptions {
+    fn options(&self, reference_config: crate::verify::ReferenceConfig) -> crate::verify::VerifyOptions {
         crate::verify::VerifyOptions {
             seed: self.seed,
             batch: self.probes as usize,
             seq_len: self.seq_len.map(|n| n as usize),
             atol: self.atol,
             rtol: self.rtol,
+            reference_config,
         }
+    }
+}
+
+/// What the report says about the reference's config: the file, whether it is the folder's
+/// own, and the command-line overrides applied to it.
+fn reference_config(path: &std::path::Path, trusted_folder_config: bool, hidden_act: &Option<String>) -> crate::verify::ReferenceConfig {
+    crate::verify::ReferenceConfig {
+        path: Some(path.to_path_buf()),
+        trusted_folder_config,
+        overrides: overrides(hidden_act).into_iter().collect(),
     }
 }
 
@@ -199,8 +210,7 @@ fn check_report(flags: &VerifyFlags, protected: &Protected, force: bool) -> crat
 
 /// Refuses a `--seq-len` the model cannot take, rather than silently using less.
 fn check_seq_len(arch: &dyn tfconv_models::arch::Architecture, flags: &VerifyFlags) -> crate::Result<()> {
-    let Some(asked) = flags.seq_len else { return Ok(()) };
-    let max = arch.probes(flags.seed, 1, None).seq_len;
+    let (Some(asked), Some(max)) = (flags.seq_len, arch.max_seq_len()) else { return Ok(()) };
     if asked as usize > max {
         return Err(Error::Usage(format!("--seq-len {asked} is longer than the model's {max} positions; use at most {max}")));
     }
@@ -213,9 +223,10 @@ fn run_verify(
     arch: &dyn tfconv_models::arch::Architecture,
     plan: &tfconv_models::plan::Plan,
     flags: &VerifyFlags,
+    reference: crate::verify::ReferenceConfig,
     report_file: Option<PendingFile>,
 ) -> crate::Result<u8> {
-    let report = crate::verify::verify(folder, ckpt, arch, plan, &flags.options())?;
+    let report = crate::verify::verify(folder, ckpt, arch, plan, &flags.options(reference))?;
     eprint!("{}", crate::verify::render_table(&report));
     if let Some(file) = report_file {
         let json = serde_json::to_vec_pretty(&report).expect("JSON of plain values");
@@ -346,7 +357,10 @@ fn convert(args: ConvertArgs) -> crate::Result<u8> {
         eprintln!("note: {note}");
     }
     if args.verify {
-        return run_verify(&done.folder, done.checkpoint.as_ref(), done.arch.as_ref(), &done.plan, &args.verify_args, report_file);
+        // The config conversion read (found again: the conversion keeps only what it built from it).
+        let (config_path, _) = crate::convert::find_config(done.checkpoint.path(), args.config.as_deref())?;
+        let reference = reference_config(&config_path, false, &args.hidden_act);
+        return run_verify(&done.folder, done.checkpoint.as_ref(), done.arch.as_ref(), &done.plan, &args.verify_args, reference, report_file);
     }
     Ok(exit::OK)
 }
@@ -378,11 +392,11 @@ fn verify(args: VerifyArgs) -> crate::Result<u8> {
             .map_err(|e| Error::Mapping(format!("{}: {e}", ckpt.path().display())))?
             .to_string(),
     };
-    let (original_path, mut original) = match crate::convert::find_config(ckpt.path(), args.config.as_deref()) {
-        Ok(found) => found,
+    let (original_path, mut original, trusted) = match crate::convert::find_config(ckpt.path(), args.config.as_deref()) {
+        Ok((path, value)) => (path, value, false),
         Err(Error::Resolve(why)) if args.trust_folder_config => {
             eprintln!("warning: {why}; the reference uses the folder's own config.json (--trust-folder-config), so mistakes in that file cannot be detected");
-            (config_path.clone(), config.clone())
+            (config_path.clone(), config.clone(), true)
         }
         Err(Error::Resolve(why)) => {
             return Err(Error::Resolve(format!(
@@ -406,5 +420,6 @@ fn verify(args: VerifyArgs) -> crate::Result<u8> {
     protected.add_input_folder(&args.hf_dir);
     let report_file = check_report(&args.flags, &protected, args.force)?.map(|p| PendingFile::create(&p)).transpose()?;
     crate::tf_runtime::load()?;
-    run_verify(&args.hf_dir, ckpt.as_ref(), arch.as_ref(), &plan, &args.flags, report_file)
+    let reference = reference_config(&original_path, trusted, &args.hidden_act);
+    run_verify(&args.hf_dir, ckpt.as_ref(), arch.as_ref(), &plan, &args.flags, reference, report_file)
 }

@@ -10,7 +10,7 @@ use tensorflow::DataType;
 use tfconv::source::DType;
 use tfconv::tf_io::{self, HostTensor, SaveItem};
 use tfconv_models::bert::{self, BertConfig, Head};
-use tfconv_models::probe::{Outputs, Probes};
+use tfconv_models::probe::Outputs;
 
 const TOLERANCE: f32 = 1e-4;
 
@@ -284,13 +284,13 @@ fn run_both(cfg: &BertConfig, head: Head, stored: Stored, seed: u64, forget_tran
     let prefix = prefix.to_str().unwrap();
     let vars = original_variables(cfg, head, seed, stored);
     let dtypes = save_checkpoint(prefix, &vars, stored);
-    let probes = Probes::random(seed, 3, 12, cfg.vocab_size, cfg.type_vocab_size);
+    let probes = bert::probes::random(cfg, seed, 3, 12);
 
     let weights = tfconv_models::tf_graph::OriginalWeights::new(prefix, dtypes);
-    let reference = bert::reference::forward(&weights, cfg, head, &probes).expect("reference forward");
+    let reference = bert::reference::forward(&weights, cfg, head, &probes.inputs).expect("reference forward");
     let tensors = hf_tensors(&vars, cfg, head, stored, forget_transpose);
     let vb = VarBuilder::from_tensors(tensors, candle_core::DType::F32, &Device::Cpu);
-    let candle = bert::candle::forward(vb, cfg, head, &probes).expect("candle forward");
+    let candle = bert::candle::forward(vb, cfg, head, &probes.inputs).expect("candle forward");
     (candle, reference)
 }
 

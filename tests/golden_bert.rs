@@ -78,6 +78,21 @@ const CASES: [(&str, Head); 5] = [
     ("bert-tf2", Head::Base),
 ];
 
+/// The stored probes are what BERT's probe policy draws from their seed (`PROBE_SEED` in
+/// xtask/src/golden.rs), through the same call verify makes: a change to the policy or the
+/// generator shows here rather than as outputs that no longer match.
+#[test]
+fn golden_probes_are_berts_probes_for_their_seed() {
+    for (case, _) in CASES {
+        let stored = probes(case);
+        assert_eq!(stored.seed, 7, "{case}");
+        let config: serde_json::Value = serde_json::from_slice(&std::fs::read(golden(case).join("bert_config.json")).unwrap()).unwrap();
+        let arch = tfconv_models::arch::from_original("bert", &config, &[]).unwrap();
+        assert_eq!(arch.probes(stored.seed, 3, None), stored, "{case}");
+        assert_eq!(stored.to_string(), "input_ids [3, 24], token_type_ids [3, 24], attention_mask [3, 24] (seed 7)");
+    }
+}
+
 #[test]
 fn golden_checkpoints_reproduce_tensorflow_outputs_in_candle() {
     for (case, head) in CASES {
@@ -85,7 +100,7 @@ fn golden_checkpoints_reproduce_tensorflow_outputs_in_candle() {
         let done = convert(&options(case, dir.path().join("out"), DType::F32)).unwrap();
         assert_eq!(done.arch.class_name(), head.class_name(), "{case}");
         let files = verify::weight_files(&done.folder).unwrap();
-        let candle = verify::candle_outputs(&files, done.arch.as_ref(), &probes(case)).unwrap();
+        let candle = verify::candle_outputs(&files, done.arch.as_ref(), &probes(case).inputs).unwrap();
         let expected = expected_outputs(case);
         assert_eq!(candle.names(), expected.names(), "{case}: output names and order");
         for report in compare::compare(&candle, &expected, Tolerance::for_dtype(DType::F32)) {
@@ -185,7 +200,7 @@ fn sharding_and_half_precision_outputs() {
     assert_eq!(index["weight_map"].as_object().unwrap().len(), done.plan.mappings.len());
     let config: serde_json::Value = serde_json::from_slice(&std::fs::read(done.folder.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["dtype"], "bfloat16");
-    let candle = verify::candle_outputs(&files, done.arch.as_ref(), &probes("bert")).unwrap();
+    let candle = verify::candle_outputs(&files, done.arch.as_ref(), &probes("bert").inputs).unwrap();
     for report in compare::compare(&candle, &expected_outputs("bert"), Tolerance::rounded_on_one_side(DType::BF16)) {
         eprintln!("bf16 {:<12} rel {:.3e}", report.name, report.max_rel_error);
         assert!(report.pass, "{report:?}");

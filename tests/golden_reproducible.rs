@@ -71,7 +71,7 @@ fn tf_reference(dir: &Path, probes: &Probes) -> Outputs {
     let dtypes: HashMap<String, tensorflow::DataType> =
         ckpt.tensors().iter().map(|t| (t.name.clone(), tf_io::tf_dtype(t.dtype))).collect();
     let weights = tfconv_models::tf_graph::OriginalWeights::new(ckpt.path().to_string_lossy(), dtypes);
-    arch.reference_outputs(&weights, probes).expect("TensorFlow reference run")
+    arch.reference_outputs(&weights, &probes.inputs).expect("TensorFlow reference run")
 }
 
 /// The worst output of a successful comparison.

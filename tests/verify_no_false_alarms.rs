@@ -2,8 +2,13 @@
 //! isolated, for random small BERTs of every head stored as float32, float16 and bfloat16, and for
 //! the golden checkpoint in each dtype and as `pytorch_model.bin`. The worst relative error seen is printed so it can be recorded.
 //!
+//! The passing report records what was run: the probes by name with their seed, and where the
+//! reference's config came from.
+//!
 //! Needs TensorFlow (it writes the checkpoints with SaveV2 and runs the reference): a missing
 //! runtime makes these tests FAIL, never skip.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 
@@ -126,7 +131,8 @@ fn check_case(case: &Case) -> Result<(f64, f64), TestCaseError> {
         let report = verify(&done.folder, done.checkpoint.as_ref(), done.arch.as_ref(), &done.plan, &VerifyOptions::default())
             .map_err(|e| TestCaseError::fail(format!("verify: {e}")))?;
         prop_assert_eq!(report.tolerance, Tolerance::for_dtype(dtype));
-        prop_assert!(report.probes.seq_len <= case.cfg.max_position_embeddings);
+        let seq = report.probes.inputs.get("input_ids").map(|ids| ids.shape()[1]);
+        prop_assert!(seq.is_some_and(|s| s <= case.cfg.max_position_embeddings));
         prop_assert!(report.pass, "false alarm on a correct {} conversion of {:?}:\n{}", dtype.name(), case, explain(&report));
         prop_assert!(!report.outputs.is_empty());
         worst.0 = worst.0.max(worst_relative_error(&report));
@@ -208,4 +214,49 @@ fn golden_passes_at_half_precision_and_as_pytorch_bin() {
     check_golden(&bin_dir.join("pytorch_model.bin"), DType::F32, "float32 pytorch_model.bin");
     assert!(bin_dir.join("pytorch_model.bin").is_file(), "the .bin output was not written");
     assert!(!bin_dir.join("model.safetensors").exists(), "a .bin conversion also wrote safetensors");
+}
+
+// ---------------------------------------------------------------------------------------------
+// What a passing report records.
+
+/// The report's probes are the seeded named inputs (redrawn here from the seed), and its
+/// reference_config says which file the reference was built from, whether that is the folder's
+/// own config.json, and what the command line overrode.
+#[test]
+fn report_records_the_probes_and_where_the_reference_config_came_from() {
+    require_tensorflow();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (out, report) = (tmp.path().join("out"), tmp.path().join("convert.json"));
+    let ckpt = golden_ckpt();
+    let o = common::tfconv(&[
+        "convert", "--tf-checkpoint", ckpt.to_str().unwrap(), "--output", out.to_str().unwrap(), "--hidden-act", "gelu_new",
+        "--verify", "--seed", "3", "--seq-len", "10", "--report", report.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+    let shapes = "input_ids [3, 10], token_type_ids [3, 10], attention_mask [3, 10] (seed 3)";
+    assert!(common::stderr(&o).contains(&format!("probes: {shapes};")), "{}", common::stderr(&o));
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let probes: tfconv_models::probe::Probes = serde_json::from_value(json["probes"].clone()).unwrap();
+    let cfg: BertConfig = serde_json::from_slice(&std::fs::read(golden_ckpt().with_file_name("bert_config.json")).unwrap()).unwrap();
+    assert_eq!(probes, tfconv_models::bert::probes::random(&cfg, 3, 3, 10));
+    assert_eq!(json["probes"]["inputs"][0]["dtype"], "int64");
+    let config = golden_ckpt().with_file_name("bert_config.json");
+    let expected = json!({"path": config, "trusted_folder_config": false, "overrides": {"hidden_act": "gelu_new"}});
+    assert_eq!(json["reference_config"], expected);
+
+    // Without the original config, only --trust-folder-config builds the reference, from the
+    // folder's config.json, and the report says so.
+    let prefix = common::copy_golden("bert", &tmp.path().join("ckpt"));
+    std::fs::remove_file(prefix.with_file_name("bert_config.json")).unwrap();
+    let report = tmp.path().join("verify.json");
+    let o = common::tfconv(&[
+        "verify", "--hf-dir", out.to_str().unwrap(), "--tf-checkpoint", prefix.to_str().unwrap(), "--trust-folder-config",
+        "--report", report.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let expected = json!({"path": out.join("config.json"), "trusted_folder_config": true, "overrides": {}});
+    assert_eq!(json["reference_config"], expected);
+    assert_eq!(json["probes"]["seed"], 0);
+    assert_eq!(json["probes"]["inputs"].as_array().unwrap().len(), 3);
 }

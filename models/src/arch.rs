@@ -19,20 +19,19 @@ pub trait Architecture: Send + Sync {
     fn hf_config(&self, dtype: &str, finetuning_task: Option<&str>) -> serde_json::Value;
     /// Tokenizer files found beside the checkpoint (or the config), as (file name, bytes).
     fn tokenizer_files(&self, search_dirs: &[&Path], options: &TokenizerOptions) -> Result<Vec<(String, Vec<u8>)>, String>;
-    /// Default probes; `seq_len` None means the architecture's default.
+    /// Seeded probe inputs, named as the stages read them; `seq_len` None means the
+    /// architecture's default. The same seed gives the same probes.
     fn probes(&self, seed: u64, batch: usize, seq_len: Option<usize>) -> Probes;
+    /// The longest sequence the model takes (its positions), if it has a limit.
+    fn max_seq_len(&self) -> Option<usize>;
     /// The candle model on HF-named weights, per-layer outputs in forward order.
-    fn candle_outputs(&self, vb: candle_nn::VarBuilder, probes: &Probes) -> candle_core::Result<Outputs>;
+    fn candle_outputs(&self, vb: candle_nn::VarBuilder, inputs: &Values) -> candle_core::Result<Outputs>;
     /// The original model in TensorFlow, restoring the original checkpoint.
-    fn reference_outputs(&self, weights: &OriginalWeights, probes: &Probes) -> anyhow::Result<Outputs>;
+    fn reference_outputs(&self, weights: &OriginalWeights, inputs: &Values) -> anyhow::Result<Outputs>;
 
     /// The forward pass as ordered stages; running them in order with [`crate::stage::chain`]
     /// is what `candle_outputs` and `reference_outputs` compute, output for output.
     fn stages(&self) -> Vec<Stage>;
-    /// The probe inputs as the named values stages read.
-    fn probe_values(&self, probes: &Probes) -> Values {
-        Values::from_probes(probes)
-    }
     /// One stage in candle, loading only `stage.hf_tensors` from `vb`; `inputs` holds at least
     /// `stage.inputs`.
     fn candle_stage(&self, stage: &Stage, vb: candle_nn::VarBuilder, inputs: &Values) -> candle_core::Result<Values>;

@@ -5,7 +5,9 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::probe::{Outputs, Probes};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::probe::Outputs;
 
 /// A named tensor flowing between stages: a probe input (ids, masks) or a stage output.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,15 +78,114 @@ impl Values {
         }
         out
     }
+}
 
-    /// The token-level probe inputs: "input_ids", "token_type_ids", "attention_mask", [B, S].
-    pub fn from_probes(probes: &Probes) -> Values {
-        let int = |data: &[i64]| Value::Int { shape: vec![probes.batch, probes.seq_len], data: data.to_vec() };
-        Values(vec![
-            ("input_ids".into(), int(&probes.input_ids)),
-            ("token_type_ids".into(), int(&probes.token_type_ids)),
-            ("attention_mask".into(), int(&probes.attention_mask)),
-        ])
+// JSON form, readable and self-describing so other tools (the interop harness) can build
+// tensors from it: a value is {"dtype": "int64"|"float32", "shape": [..], "data": [..]}
+// (data row-major), and named values are a list of those with a "name" first, in order.
+
+#[derive(Serialize)]
+struct WireRef<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    dtype: &'static str,
+    shape: &'a [usize],
+    data: DataRef<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum DataRef<'a> {
+    Int(&'a [i64]),
+    Float(&'a [f32]),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire {
+    #[serde(default)]
+    name: Option<String>,
+    dtype: String,
+    shape: Vec<usize>,
+    data: Data,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Data {
+    Int(Vec<i64>),
+    Float(Vec<f32>),
+}
+
+impl Value {
+    fn wire<'a>(&'a self, name: Option<&'a str>) -> WireRef<'a> {
+        match self {
+            Value::Int { shape, data } => WireRef { name, dtype: "int64", shape, data: DataRef::Int(data) },
+            Value::Float { shape, data } => WireRef { name, dtype: "float32", shape, data: DataRef::Float(data) },
+        }
+    }
+}
+
+impl Values {
+    /// Each named value as one compact JSON object, in order: for files people read too.
+    pub fn json_items(&self) -> Vec<String> {
+        self.0.iter().map(|(n, v)| serde_json::to_string(&v.wire(Some(n))).expect("JSON of plain values")).collect()
+    }
+}
+
+impl Wire {
+    /// The value, checked: a known dtype whose data fits it, and as many elements as the shape.
+    fn value(self) -> Result<Value, String> {
+        let name = self.name.as_deref().unwrap_or("value");
+        let value = match (self.dtype.as_str(), self.data) {
+            ("int64", Data::Int(data)) => Value::Int { shape: self.shape, data },
+            // Whole numbers parse as integers first; in a float tensor they are floats.
+            ("float32", Data::Int(data)) => Value::Float { shape: self.shape, data: data.into_iter().map(|x| x as f32).collect() },
+            ("float32", Data::Float(data)) => Value::Float { shape: self.shape, data },
+            ("int64", Data::Float(_)) => return Err(format!("{name}: int64 data holds non-integers")),
+            (other, _) => return Err(format!("{name}: dtype {other:?} is not int64 or float32")),
+        };
+        let len = match &value {
+            Value::Int { data, .. } => data.len(),
+            Value::Float { data, .. } => data.len(),
+        };
+        let elements: usize = value.shape().iter().product();
+        if len != elements {
+            return Err(format!("{name}: shape {:?} holds {elements} elements, data has {len}", value.shape()));
+        }
+        Ok(value)
+    }
+}
+
+impl Serialize for Value {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.wire(None).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
+        Wire::deserialize(d)?.value().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Values {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|(name, v)| v.wire(Some(name))))
+    }
+}
+
+impl<'de> Deserialize<'de> for Values {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Values, D::Error> {
+        let mut out = Values::default();
+        for wire in Vec::<Wire>::deserialize(d)? {
+            let name = wire.name.clone().ok_or_else(|| serde::de::Error::custom("a named value has no \"name\""))?;
+            if out.get(&name).is_some() {
+                return Err(serde::de::Error::custom(format!("{name} appears twice")));
+            }
+            out.push(name, wire.value().map_err(serde::de::Error::custom)?);
+        }
+        Ok(out)
     }
 }
 

@@ -28,12 +28,27 @@ pub struct VerifyOptions {
     pub seq_len: Option<usize>,
     pub atol: Option<f64>,
     pub rtol: Option<f64>,
+    /// Where the caller took the reference's config from; recorded in the report as given.
+    pub reference_config: ReferenceConfig,
 }
 
 impl Default for VerifyOptions {
     fn default() -> Self {
-        VerifyOptions { seed: 0, batch: 3, seq_len: None, atol: None, rtol: None }
+        VerifyOptions { seed: 0, batch: 3, seq_len: None, atol: None, rtol: None, reference_config: ReferenceConfig::default() }
     }
+}
+
+/// The config the TensorFlow reference was built from. A report must say so, because a
+/// reference built from the folder's own config.json cannot catch mistakes in that file, and
+/// an override (`--hidden-act`) changes what "the original" computes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ReferenceConfig {
+    /// The file read; None when the caller did not say (library use).
+    pub path: Option<PathBuf>,
+    /// True when it is the folder's own config.json (`--trust-folder-config`).
+    pub trusted_folder_config: bool,
+    /// Keys replaced from the command line, with their values.
+    pub overrides: BTreeMap<String, serde_json::Value>,
 }
 
 /// Everything `verify` found; serialised as the JSON report.
@@ -45,7 +60,9 @@ pub struct VerifyReport {
     pub class: String,
     pub stored_dtype: String,
     pub tolerance: Tolerance,
+    /// The seed and every input tensor by name, so a run can be repeated exactly.
     pub probes: Probes,
+    pub reference_config: ReferenceConfig,
     pub structural_problems: Vec<String>,
     pub parameters: u64,
     /// Tolerance of the isolated comparison: one stage on the reference's own inputs, where
@@ -461,6 +478,7 @@ pub fn verify(
         tolerance,
         isolated_tolerance,
         probes: probes.clone(),
+        reference_config: opts.reference_config.clone(),
         structural_problems: structural,
         parameters,
         outputs: Vec::new(),
@@ -512,8 +530,7 @@ pub fn verify(
         report.first_divergence = Some("structure".into());
         return Ok(report);
     }
-    let inputs = arch.probe_values(&probes);
-    let (mut tf_known, mut candle_known) = (inputs.clone(), inputs);
+    let (mut tf_known, mut candle_known) = (probes.inputs.clone(), probes.inputs);
     for (tf_stage, candle_stage) in tf_stages.iter().zip(&candle_stages) {
         let stage_err = |e: String| Error::Mapping(format!("stage {}: {e}", tf_stage.name));
         let tf_in = tf_known.pick(&tf_stage.inputs).map_err(stage_err)?;
@@ -582,8 +599,8 @@ fn stage_weights(files: &[PathBuf]) -> Result<candle_nn::VarBuilder<'static>> {
 }
 
 /// Loads the folder's weights into candle under HF's names and runs the whole architecture.
-pub fn candle_outputs(files: &[PathBuf], arch: &dyn Architecture, probes: &Probes) -> Result<Outputs> {
-    arch.candle_outputs(stage_weights(files)?, probes)
+pub fn candle_outputs(files: &[PathBuf], arch: &dyn Architecture, inputs: &Values) -> Result<Outputs> {
+    arch.candle_outputs(stage_weights(files)?, inputs)
         .map_err(|e| Error::Mapping(format!("the converted weights do not fit {}: {e}", arch.class_name())))
 }
 
@@ -646,10 +663,9 @@ pub fn render_table(report: &VerifyReport) -> String {
     );
     let _ = writeln!(
         s,
-        "probes: batch {} × seq {} (seed in report); {} parameters; staged: each stage compared chained \
+        "probes: {}; {} parameters; staged: each stage compared chained \
          (|Δ| ≤ {:.0e} + {:.0e}·max|ref|) and isolated on the reference's inputs (|Δ| ≤ {:.0e} + {:.0e}·max|ref|)",
-        report.probes.batch,
-        report.probes.seq_len,
+        report.probes,
         report.parameters,
         report.tolerance.atol,
         report.tolerance.rtol,

@@ -89,14 +89,19 @@ def load(case):
     return model, problems, bool(logged)
 
 
+DTYPES = {"int64": torch.int64, "float32": torch.float32}
+
+
+def probe_inputs(probes):
+    """A golden probes.json ({"seed", "inputs": [{"name", "dtype", "shape", "data"}, ...]}) as torch
+    tensors by name. tfconv names probe inputs as the HF model's forward arguments (BERT:
+    input_ids, token_type_ids, attention_mask), so they are passed as keywords unchanged."""
+    return {t["name"]: torch.tensor(t["data"], dtype=DTYPES[t["dtype"]]).reshape(t["shape"]) for t in probes["inputs"]}
+
+
 def tfconv_outputs(model, cls, probes):
     """The model's outputs under tfconv's names, in forward order."""
-    shape = (probes["batch"], probes["seq_len"])
-    inputs = {
-        "input_ids": torch.tensor(probes["input_ids"]).reshape(shape),
-        "attention_mask": torch.tensor(probes["attention_mask"]).reshape(shape),
-        "token_type_ids": torch.tensor(probes["token_type_ids"]).reshape(shape),
-    }
+    inputs = probe_inputs(probes)
     out = {}
     with torch.no_grad():
         base = model.base_model(**inputs, output_hidden_states=True)

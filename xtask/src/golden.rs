@@ -9,7 +9,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use tfconv::tf_io;
 use tfconv_models::bert::{self, BertConfig, Head, Layout};
-use tfconv_models::probe::{Outputs, Probes};
+use tfconv_models::probe::Outputs;
+use tfconv_models::stage::Values;
 use tfconv_models::tf_graph::OriginalWeights;
 
 use tfconv::synthetic::{tiny_bert_config, tiny_vocab, write_bert_checkpoint, write_bert_tf2_checkpoint};
@@ -18,14 +19,14 @@ use tfconv::synthetic::{tiny_bert_config, tiny_vocab, write_bert_checkpoint, wri
 pub const PROBE_SEED: u64 = 7;
 
 /// Runs the TF reference for a BERT checkpoint of `layout`; `cfg` is the original config.
-pub fn bert_reference(prefix: &Path, layout: Layout, cfg: &BertConfig, head: Head, probes: &Probes) -> Result<Outputs> {
+pub fn bert_reference(prefix: &Path, layout: Layout, cfg: &BertConfig, head: Head, inputs: &Values) -> Result<Outputs> {
     let ckpt = tfconv::source::open(prefix)?;
     let dtypes: HashMap<String, tensorflow::DataType> =
         ckpt.tensors().iter().map(|t| (t.name.clone(), tf_io::tf_dtype(t.dtype))).collect();
     let weights = OriginalWeights::new(prefix.to_str().context("non-UTF-8 path")?, dtypes);
     match layout {
-        Layout::Tf1 => bert::reference::forward(&weights, cfg, head, probes),
-        Layout::Tf2Objects => bert::reference::forward_tf2(&weights, cfg, probes),
+        Layout::Tf1 => bert::reference::forward(&weights, cfg, head, inputs),
+        Layout::Tf2Objects => bert::reference::forward_tf2(&weights, cfg, inputs),
     }
 }
 
@@ -81,9 +82,9 @@ pub fn write_all(root: &Path) -> Result<()> {
         }
         fs::write(dir.join("bert_config.json"), serde_json::to_string_pretty(&config)? + "\n")?;
         fs::write(dir.join("vocab.txt"), tiny_vocab(cfg.vocab_size))?;
-        let probes = Probes::random(PROBE_SEED, 3, cfg.max_position_embeddings, cfg.vocab_size, cfg.type_vocab_size);
-        fs::write(dir.join("probes.json"), serde_json::to_string(&probes)? + "\n")?;
-        let outputs = bert_reference(&prefix, case.layout, &cfg, case.head, &probes)?;
+        let probes = bert::probes::random(&cfg, PROBE_SEED, 3, cfg.max_position_embeddings);
+        fs::write(dir.join("probes.json"), probes.to_json_lines())?;
+        let outputs = bert_reference(&prefix, case.layout, &cfg, case.head, &probes.inputs)?;
         write_outputs(&dir.join("expected.safetensors"), &outputs)?;
         println!("golden/{}: {} outputs from TensorFlow {}", case.dir, outputs.0.len(), tfconv::tf_runtime::version()?);
     }

@@ -9,7 +9,7 @@ use candle_nn::{Embedding, Linear, VarBuilder};
 
 use super::{parts, BertConfig, Head, Part};
 use crate::candle_util::{self, Activation, LayerNorm};
-use crate::probe::{Outputs, Probes};
+use crate::probe::Outputs;
 use crate::stage::{Stage, Value, Values};
 
 struct Embeddings {
@@ -263,14 +263,14 @@ pub fn stage(vb: VarBuilder, cfg: &BertConfig, head: Head, part: Part, stage: &S
     Ok(Values(stage.outputs.iter().cloned().zip(values).collect()))
 }
 
-/// Runs BERT with `head` on `probes`, returning "embeddings", "layer.{i}", "pooler" (if the
-/// class has one) and the head's logits, all f32: every part in order, each on the tensors the
-/// parts before it produced.
-pub fn forward(vb: VarBuilder, cfg: &BertConfig, head: Head, probes: &Probes) -> Result<Outputs> {
+/// Runs BERT with `head` on the probe `inputs` (see [`super::probes`]), returning "embeddings",
+/// "layer.{i}", "pooler" (if the class has one) and the head's logits, all f32: every part in
+/// order, each on the tensors the parts before it produced.
+pub fn forward(vb: VarBuilder, cfg: &BertConfig, head: Head, inputs: &Values) -> Result<Outputs> {
     let vb = vb.set_dtype(DType::F32);
     let mut known: HashMap<String, Tensor> = HashMap::new();
-    for (name, value) in Values::from_probes(probes).0 {
-        known.insert(name, value.to_tensor(vb.device())?);
+    for (name, value) in &inputs.0 {
+        known.insert(name.clone(), value.to_tensor(vb.device())?);
     }
     let mut outputs = Outputs::default();
     for part in parts(cfg, head) {

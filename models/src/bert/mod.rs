@@ -10,6 +10,7 @@ use crate::roles::role;
 use crate::stage::{Stage, Values};
 
 pub mod candle;
+pub mod probes;
 pub mod reference;
 
 /// `bert_config.json` as released, which is also a valid HF `config.json` for BERT (HF adds keys).
@@ -579,17 +580,20 @@ impl crate::arch::Architecture for Bert {
     }
     fn probes(&self, seed: u64, batch: usize, seq_len: Option<usize>) -> Probes {
         // Full length by default, so every position embedding row is exercised.
-        let seq = seq_len.unwrap_or(self.cfg.max_position_embeddings).min(self.cfg.max_position_embeddings);
-        Probes::random(seed, batch, seq, self.cfg.vocab_size, self.cfg.type_vocab_size)
+        let max = self.cfg.max_position_embeddings;
+        probes::random(&self.cfg, seed, batch, seq_len.unwrap_or(max).min(max))
     }
-    fn candle_outputs(&self, vb: candle_nn::VarBuilder, probes: &Probes) -> candle_core::Result<crate::probe::Outputs> {
-        candle::forward(vb, &self.cfg, self.head, probes)
+    fn max_seq_len(&self) -> Option<usize> {
+        Some(self.cfg.max_position_embeddings)
     }
-    fn reference_outputs(&self, weights: &crate::tf_graph::OriginalWeights, probes: &Probes) -> anyhow::Result<crate::probe::Outputs> {
+    fn candle_outputs(&self, vb: candle_nn::VarBuilder, inputs: &Values) -> candle_core::Result<crate::probe::Outputs> {
+        candle::forward(vb, &self.cfg, self.head, inputs)
+    }
+    fn reference_outputs(&self, weights: &crate::tf_graph::OriginalWeights, inputs: &Values) -> anyhow::Result<crate::probe::Outputs> {
         let cfg = self.reference_config()?;
         match self.layout {
-            Layout::Tf1 => reference::forward(weights, &cfg, self.head, probes),
-            Layout::Tf2Objects => reference::forward_tf2(weights, &cfg, probes),
+            Layout::Tf1 => reference::forward(weights, &cfg, self.head, inputs),
+            Layout::Tf2Objects => reference::forward_tf2(weights, &cfg, inputs),
         }
     }
     fn stages(&self) -> Vec<Stage> {

@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use tensorflow::{DataType, Output, Shape};
 
 use super::{parts, tf2_name, BertConfig, Head, Part};
-use crate::probe::{Outputs, Probes};
+use crate::probe::Outputs;
 use crate::stage::{Stage, Value, Values};
 use crate::tf_graph::{Feed, GraphBuilder, OriginalWeights};
 
@@ -413,24 +413,25 @@ fn build_tf2(
     })
 }
 
-/// Runs the original BERT graph in TensorFlow on `probes`, restoring the original checkpoint
-/// (`weights`); every variable is computed on in float32. One graph: every part in order.
-pub fn forward(weights: &OriginalWeights, cfg: &BertConfig, head: Head, probes: &Probes) -> Result<Outputs> {
+/// Runs the original BERT graph in TensorFlow on the probe `inputs`, restoring the original
+/// checkpoint (`weights`); every variable is computed on in float32. One graph: every part in
+/// order.
+pub fn forward(weights: &OriginalWeights, cfg: &BertConfig, head: Head, inputs: &Values) -> Result<Outputs> {
     let parts = parts(cfg, head);
     let restore = all_vars(&parts, original_vars);
-    Ok(run_parts(weights, cfg, Original::Tf1, &restore, &parts, &Values::from_probes(probes))?.to_outputs())
+    Ok(run_parts(weights, cfg, Original::Tf1, &restore, &parts, inputs)?.to_outputs())
 }
 
-/// Runs Model Garden ≤ v2.3.0's BERT encoder in TensorFlow on `probes`, restoring the TF2
-/// object-based checkpoint (`weights`) by its own names. `cfg` is the original
+/// Runs Model Garden ≤ v2.3.0's BERT encoder in TensorFlow on the probe `inputs`, restoring the
+/// TF2 object-based checkpoint (`weights`) by its own names. `cfg` is the original
 /// `bert_config.json`; its `hidden_act` is read as Model Garden reads it. Outputs are named as
 /// the TF1 encoder's: "embeddings", "layer.{i}", "pooler".
-pub fn forward_tf2(weights: &OriginalWeights, cfg: &BertConfig, probes: &Probes) -> Result<Outputs> {
+pub fn forward_tf2(weights: &OriginalWeights, cfg: &BertConfig, inputs: &Values) -> Result<Outputs> {
     let attention_outputs = super::tf2_attention_outputs(cfg.num_hidden_layers, |name| weights.dtypes.contains_key(name));
     let parts = parts(cfg, Head::Base);
     let restore = all_vars(&parts, |p| tf2_original_vars(cfg, p, &attention_outputs));
     let original = Original::Tf2 { attention_outputs: &attention_outputs };
-    Ok(run_parts(weights, cfg, original, &restore, &parts, &Values::from_probes(probes))?.to_outputs())
+    Ok(run_parts(weights, cfg, original, &restore, &parts, inputs)?.to_outputs())
 }
 
 /// One stage alone: a fresh graph restoring exactly `stage.original_vars`, fed `stage.inputs`
