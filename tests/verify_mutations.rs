@@ -80,13 +80,6 @@ impl Verdict {
             .map(|a| a.iter().filter_map(|p| p.as_str().map(String::from)).collect())
             .unwrap_or_default()
     }
-    /// The report's row for one output.
-    fn output(&self, name: &str) -> &serde_json::Value {
-        self.report["outputs"]
-            .as_array()
-            .and_then(|a| a.iter().find(|o| o["name"] == name))
-            .unwrap_or_else(|| panic!("no output {name} in the report:\n{}", self.stderr))
-    }
     fn describe(&self) -> String {
         format!("exit {}; first_divergence {:?}\nstderr:\n{}", self.code, self.first_divergence(), self.stderr)
     }
