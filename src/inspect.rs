@@ -51,7 +51,7 @@ pub fn print_table(ckpt: &dyn Checkpoint, out: &mut dyn Write) -> Result<()> {
     let shape_w = rows.iter().map(|r| shape_text(&r.shape).len()).max().unwrap_or(5).max(5);
     let io = |e| crate::Error::io("<stdout>", e);
     writeln!(out, "{} ({})", ckpt.path().display(), ckpt.format()).map_err(io)?;
-    writeln!(out, "{:<name_w$}  {:<8}  {:<shape_w$}  {:>10}  {}", "name", "dtype", "shape", "bytes", "role").map_err(io)?;
+    writeln!(out, "{:<name_w$}  {:<8}  {:<shape_w$}  {:>10}  role", "name", "dtype", "shape", "bytes").map_err(io)?;
     for r in &rows {
         let bytes = r.bytes.map(human_bytes).unwrap_or_else(|| "-".into());
         writeln!(out, "{:<name_w$}  {:<8}  {:<shape_w$}  {:>10}  {}", r.name, r.dtype, shape_text(&r.shape), bytes, r.role).map_err(io)?;

@@ -64,6 +64,15 @@ pub struct OutputReport {
     pub problem: Option<String>,
 }
 
+impl OutputReport {
+    /// The same errors judged against another tolerance.
+    pub fn rescore(mut self, tol: Tolerance) -> OutputReport {
+        self.allowed = tol.atol + tol.rtol * self.scale;
+        self.pass = self.problem.is_none() && self.max_abs_error <= self.allowed;
+        self
+    }
+}
+
 fn is_logits(name: &str) -> bool {
     name.ends_with("logits")
 }

@@ -12,7 +12,7 @@ use serde::Serialize;
 use tfconv_models::arch::Architecture;
 use tfconv_models::plan::Plan;
 use tfconv_models::probe::{Outputs, Probes};
-use tfconv_models::stage::{Stage, Values};
+use tfconv_models::stage::{Stage, Value, Values};
 use tfconv_models::tf_graph::OriginalWeights;
 
 pub use compare::{OutputReport, Tolerance};
@@ -530,8 +530,12 @@ pub fn verify(
         report.first_divergence = Some("structure".into());
         return Ok(report);
     }
+    release_freed_memory();
     let (mut tf_known, mut candle_known) = (probes.inputs.clone(), probes.inputs);
-    for (tf_stage, candle_stage) in tf_stages.iter().zip(&candle_stages) {
+    for (i, (tf_stage, candle_stage)) in tf_stages.iter().zip(&candle_stages).enumerate() {
+        // Later stages' inputs are kept; every other output is compared and dropped at once, so
+        // memory holds one stage's tensors (the MLM logits are 47 MB at BERT size), not all.
+        let later: BTreeSet<&str> = tf_stages[i + 1..].iter().flat_map(|st| st.inputs.iter().map(String::as_str)).collect();
         let stage_err = |e: String| Error::Mapping(format!("stage {}: {e}", tf_stage.name));
         let tf_in = tf_known.pick(&tf_stage.inputs).map_err(stage_err)?;
         let started = Instant::now();
@@ -539,37 +543,43 @@ pub fn verify(
             .reference_stage(tf_stage, &weights, &tf_in)
             .map_err(|e| Error::ReferenceUnavailable(format!("the TensorFlow reference failed in stage {}: {e:#}", tf_stage.name)))?;
         let seconds_tensorflow = started.elapsed().as_secs_f64();
+        let (reference, tf_kept) = split_outputs(tf_out, &later);
+        tf_known.0.extend(tf_kept.0);
 
         // Only this stage's tensors, from a mapping opened for it and dropped with it.
         let started = Instant::now();
         let chained_in = candle_known.pick(&candle_stage.inputs).map_err(stage_err)?;
         let run = |ins: &Values| -> Result<Values> {
-            let vb = stage_weights(&files)?;
+            let vb = stage_weights(&files, &candle_stage.hf_tensors)?;
             folder_arch
                 .candle_stage(candle_stage, vb, ins)
                 .map_err(|e| Error::Mapping(format!("the converted weights do not fit {} in stage {}: {e}", arch.class_name(), candle_stage.name)))
         };
-        let chained = run(&chained_in)?;
+        let chained = {
+            let (outputs, kept) = split_outputs(run(&chained_in)?, &later);
+            candle_known.0.extend(kept.0);
+            compare::compare(&outputs, &reference, tolerance)
+        };
         // The first stage reads only probe inputs, which both sides share.
-        let isolated = if chained_in == tf_in { chained.clone() } else { run(&tf_in)? };
+        let isolated = if chained_in == tf_in {
+            chained.iter().cloned().map(|o| o.rescore(isolated_tolerance)).collect()
+        } else {
+            compare::compare(&split_outputs(run(&tf_in)?, &BTreeSet::new()).0, &reference, isolated_tolerance)
+        };
         let seconds_candle = started.elapsed().as_secs_f64();
-
-        let reference = tf_out.to_outputs();
-        let stage = StageReport {
+        report.seconds_candle += seconds_candle;
+        report.seconds_tensorflow += seconds_tensorflow;
+        release_freed_memory();
+        report.outputs.extend(chained.iter().cloned());
+        report.stages.push(StageReport {
             name: tf_stage.name.clone(),
             original_variables: tf_stage.original_vars.len(),
             hf_tensors: candle_stage.hf_tensors.len(),
-            chained: compare::compare(&chained.to_outputs(), &reference, tolerance),
-            isolated: compare::compare(&isolated.to_outputs(), &reference, isolated_tolerance),
+            chained,
+            isolated,
             seconds_candle,
             seconds_tensorflow,
-        };
-        report.seconds_candle += seconds_candle;
-        report.seconds_tensorflow += seconds_tensorflow;
-        report.outputs.extend(stage.chained.iter().cloned());
-        report.stages.push(stage);
-        tf_known.0.extend(tf_out.0);
-        candle_known.0.extend(chained.0);
+        });
     }
     // A fault shows in exactly one isolated stage; an error that only accumulates shows chained.
     let isolated = report.stages.iter().flat_map(|st| st.isolated.iter()).find(|o| !o.pass);
@@ -584,23 +594,70 @@ pub fn verify(
     Ok(report)
 }
 
-/// A fresh view of the folder's weights for one stage: candle reads only the tensors the stage
-/// asks for, and the mapping is released when the stage's VarBuilder is dropped.
-fn stage_weights(files: &[PathBuf]) -> Result<candle_nn::VarBuilder<'static>> {
+/// Hands memory freed by the finished stage back to the system. TensorFlow and candle free
+/// their tensors, but glibc keeps freed heap pages for reuse, so without this the process's
+/// memory would grow toward the sum of the stages instead of the largest one.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: malloc_trim only returns free heap memory to the kernel; it has no preconditions.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+}
+
+/// A stage's float outputs for comparison (moved), and copies of the values `keep` names.
+fn split_outputs(values: Values, keep: &BTreeSet<&str>) -> (Outputs, Values) {
+    let mut kept = Values::default();
+    let mut outputs = Outputs::default();
+    for (name, value) in values.0 {
+        if keep.contains(name.as_str()) {
+            kept.push(name.clone(), value.clone());
+        }
+        if let Value::Float { shape, data } = value {
+            outputs.push(name, shape, data);
+        }
+    }
+    (outputs, kept)
+}
+
+/// The folder's weight files as one candle backend (memory-mapped safetensors, or torch files
+/// read tensor by tensor).
+fn weight_backend(files: &[PathBuf]) -> Result<Box<dyn SimpleBackend>> {
     let first = files.first().ok_or_else(|| Error::input(".", "no weight files to load"))?;
     let load_err = |e: candle_core::Error| Error::input(first, format!("candle could not load the weights: {e}"));
-    let backend: Box<dyn SimpleBackend> = if files.iter().all(|f| f.extension().is_some_and(|e| e == "bin")) {
+    Ok(if files.iter().all(|f| f.extension().is_some_and(|e| e == "bin")) {
         Box::new(PthShards::open(files).map_err(load_err)?)
     } else {
         // SAFETY: the files are ours (just written) or the user's; they are not modified while mapped.
         Box::new(unsafe { candle_core::safetensors::MmapedSafetensors::multi(files) }.map_err(load_err)?)
-    };
-    Ok(candle_nn::VarBuilder::from_backend(backend, candle_core::DType::F32, candle_core::Device::Cpu))
+    })
+}
+
+/// One stage's tensors, read as float32 and held on their own: the files are unmapped before the
+/// stage runs, so its memory is its weights once, not its weights plus their file pages. A
+/// tensor the stage uses without declaring it is then an error, not a silent extra read.
+fn stage_weights(files: &[PathBuf], names: &[String]) -> Result<candle_nn::VarBuilder<'static>> {
+    let backend = weight_backend(files)?;
+    let (dtype, device) = (candle_core::DType::F32, candle_core::Device::Cpu);
+    let tensors = names
+        .iter()
+        .filter(|n| backend.contains_tensor(n))
+        .map(|n| Ok((n.clone(), backend.get_unchecked(n, dtype, &device)?)))
+        .collect::<candle_core::Result<HashMap<_, _>>>()
+        .map_err(|e| Error::input(&files[0], format!("candle could not load the weights: {e}")))?;
+    drop(backend);
+    Ok(candle_nn::VarBuilder::from_tensors(tensors, dtype, &device))
 }
 
 /// Loads the folder's weights into candle under HF's names and runs the whole architecture.
 pub fn candle_outputs(files: &[PathBuf], arch: &dyn Architecture, inputs: &Values) -> Result<Outputs> {
-    arch.candle_outputs(stage_weights(files)?, inputs)
+    let vb = candle_nn::VarBuilder::from_backend(weight_backend(files)?, candle_core::DType::F32, candle_core::Device::Cpu);
+    arch.candle_outputs(vb, inputs)
         .map_err(|e| Error::Mapping(format!("the converted weights do not fit {}: {e}", arch.class_name())))
 }
 
