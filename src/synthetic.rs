@@ -11,19 +11,15 @@ use crate::error::{Error, Result};
 use crate::source::DType;
 use crate::tf_io::{self, HostTensor, SaveItem};
 
-/// splitmix64: a tiny deterministic generator so fixtures are byte-identical on every run.
-pub struct Rng(u64);
+/// The probes' SplitMix64, seeded with its raw state, so fixtures are byte-identical on every run.
+pub struct Rng(tfconv_models::probe::Rng);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Rng(seed)
+        Rng(tfconv_models::probe::Rng::from_state(seed))
     }
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     pub fn bytes(&mut self, n: usize) -> Vec<u8> {
         (0..n).map(|_| self.next_u64() as u8).collect()

@@ -40,7 +40,12 @@ pub struct Rng(u64);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x5851_f42d_4c95_7f2d)
+        Rng::from_state(seed ^ 0x5851_f42d_4c95_7f2d)
+    }
+
+    /// The generator with its raw internal state (synthetic checkpoints seed it this way).
+    pub fn from_state(state: u64) -> Rng {
+        Rng(state)
     }
 
     pub fn next_u64(&mut self) -> u64 {
