@@ -293,9 +293,11 @@ fn convert(args: ConvertArgs) -> crate::Result<u8> {
                 "--output and --pytorch_dump_output are the same option (the second is transformers' name for it); give one".into(),
             ))
         }
-        (Some(p), None) | (None, Some(p)) => p.clone(),
-        (None, None) => PathBuf::new(),
+        (Some(p), None) => (p.clone(), "--output"),
+        (None, Some(p)) => (p.clone(), "--pytorch_dump_output"),
+        (None, None) => (PathBuf::new(), "--output"),
     };
+    let (output, output_flag) = output;
     let opts = crate::convert::ConvertOptions {
         checkpoint: args.tf_checkpoint.clone(),
         model_type: args.model_type.clone(),
@@ -308,6 +310,7 @@ fn convert(args: ConvertArgs) -> crate::Result<u8> {
         tokenizer: tfconv_models::arch::TokenizerOptions { do_lower_case: args.do_lower_case },
         progress: true,
         config_overrides: overrides(&args.hidden_act),
+        output_flag,
     };
     if args.print_plan {
         let prepared = crate::convert::prepare(&opts)?;

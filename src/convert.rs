@@ -31,6 +31,8 @@ pub struct ConvertOptions {
     pub progress: bool,
     /// Keys replaced in the original config before anything is built from it (`--hidden-act`).
     pub config_overrides: Vec<(String, serde_json::Value)>,
+    /// The flag `output` came from, for messages (`--output` or `--pytorch_dump_output`).
+    pub output_flag: &'static str,
 }
 
 impl ConvertOptions {
@@ -49,6 +51,7 @@ impl ConvertOptions {
             tokenizer: TokenizerOptions::default(),
             progress: false,
             config_overrides: Vec::new(),
+            output_flag: "--output",
         }
     }
 }
@@ -130,12 +133,12 @@ pub enum OutputLayout {
 /// A path ending in `.bin` or `.safetensors` names a weight file: `pytorch_model.bin` or
 /// `model.safetensors` (the names `from_pretrained` loads) go into that path's folder. Any
 /// other path is a folder of its own.
-pub fn output_layout(output: &Path) -> Result<OutputLayout> {
+pub fn output_layout(output: &Path, flag: &str) -> Result<OutputLayout> {
     let name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     // `d/.bin` is a weight file path missing its name, not a hidden folder to create.
     if name == ".bin" || name == ".safetensors" {
         return Err(Error::Usage(format!(
-            "--output {}: '{name}' has no file name; give a folder, or a path ending in pytorch_model.bin or model.safetensors",
+            "{flag} {}: '{name}' has no file name; give a folder, or a path ending in pytorch_model.bin or model.safetensors",
             output.display()
         )));
     }
@@ -251,7 +254,7 @@ enum Staging {
 /// Reads the inputs, plans the output and checks every path it will write. Changes nothing on
 /// disk; [`Conversion::claim`] then takes the output's temporary place.
 pub fn check(opts: &ConvertOptions) -> Result<Conversion> {
-    let layout = output_layout(&opts.output)?;
+    let layout = output_layout(&opts.output, opts.output_flag)?;
     let prepared = prepare(opts)?;
     let (ckpt, arch, plan) = (prepared.checkpoint.as_ref(), prepared.arch.as_ref(), &prepared.plan);
     let format = match &layout {
@@ -296,19 +299,19 @@ pub fn check(opts: &ConvertOptions) -> Result<Conversion> {
 
     let (layout, companions) = match layout {
         OutputLayout::Folder { path, format } => {
-            let resolved = guard::check_target(&path, "--output", guard::Kind::Folder, &protected, opts.force)?;
+            let resolved = guard::check_target(&path, opts.output_flag, guard::Kind::Folder, &protected, opts.force)?;
             protected.add_output(&resolved);
             let companions = companions.into_iter().map(|(n, b)| (n, b, Action::Write)).collect();
             (OutputLayout::Folder { path: resolved, format }, companions)
         }
         OutputLayout::Files { dir, format } => {
-            let dir = guard::resolve(&dir).map_err(|e| Error::Output(format!("--output {}: {e}", opts.output.display())))?;
+            let dir = guard::resolve(&dir).map_err(|e| Error::Output(format!("{} {}: {e}", opts.output_flag, opts.output.display())))?;
             if fs::metadata(&dir).is_ok_and(|m| !m.is_dir()) {
-                return Err(Error::Output(format!("--output {}: {} is not a folder", opts.output.display(), dir.display())));
+                return Err(Error::Output(format!("{} {}: {} is not a folder", opts.output_flag, opts.output.display(), dir.display())));
             }
             for name in &weight_names {
                 let path = dir.join(name);
-                guard::check_target(&path, "--output", guard::Kind::File, &protected, opts.force)?;
+                guard::check_target(&path, opts.output_flag, guard::Kind::File, &protected, opts.force)?;
             }
             let mut planned = Vec::new();
             for (name, bytes) in companions {
@@ -319,7 +322,7 @@ pub fn check(opts: &ConvertOptions) -> Result<Conversion> {
                         Action::Skip("already there with different content; kept (--force replaces it)".into())
                     }
                     _ => {
-                        guard::check_target(&path, "--output", guard::Kind::File, &protected, true)?;
+                        guard::check_target(&path, opts.output_flag, guard::Kind::File, &protected, true)?;
                         Action::Write
                     }
                 };
@@ -569,12 +572,12 @@ mod tests {
     #[test]
     fn output_ending_in_a_weight_file_name_means_files_in_its_folder() {
         let files = |dir: &str, format| OutputLayout::Files { dir: PathBuf::from(dir), format };
-        assert_eq!(output_layout(Path::new("out/pytorch_model.bin")).unwrap(), files("out", Format::PytorchBin));
-        assert_eq!(output_layout(Path::new("model.safetensors")).unwrap(), files(".", Format::Safetensors));
+        assert_eq!(output_layout(Path::new("out/pytorch_model.bin"), "--output").unwrap(), files("out", Format::PytorchBin));
+        assert_eq!(output_layout(Path::new("model.safetensors"), "--output").unwrap(), files(".", Format::Safetensors));
         assert_eq!(
-            output_layout(Path::new("out/bert")).unwrap(),
+            output_layout(Path::new("out/bert"), "--output").unwrap(),
             OutputLayout::Folder { path: PathBuf::from("out/bert"), format: Format::Safetensors }
         );
-        assert!(output_layout(Path::new("out/.bin")).is_err());
+        assert!(output_layout(Path::new("out/.bin"), "--output").is_err());
     }
 }

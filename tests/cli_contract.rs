@@ -117,6 +117,12 @@ fn every_documented_exit_code_with_a_message_naming_the_cause() {
             "'.bin' has no file name",
         ),
         case("print plan needs no output", &["convert", "--tf-checkpoint", ckpt, "--print-plan"], 0, ""),
+        case(
+            "the transformers spelling is named in messages",
+            &["convert", "--tf-checkpoint", ckpt, "--pytorch_dump_output", golden("bert/bert_config.json").to_str().unwrap()],
+            5,
+            "--pytorch_dump_output",
+        ),
         case("output under a regular file", &["convert", "--tf-checkpoint", ckpt, "--output", under_file], 5, under_file),
         case("output parent not writable", &["convert", "--tf-checkpoint", ckpt, "--output", "/sys/tfconv-out"], 5, "/sys/tfconv-out"),
         with("report under a regular file", convert(&["--verify", "--report", under_file]), 5, under_file),
