@@ -360,9 +360,7 @@ fn convert(args: ConvertArgs) -> crate::Result<u8> {
         eprintln!("note: {note}");
     }
     if args.verify {
-        // The config conversion read (found again: the conversion keeps only what it built from it).
-        let (config_path, _) = crate::convert::find_config(done.checkpoint.path(), args.config.as_deref())?;
-        let reference = reference_config(&config_path, false, &args.hidden_act);
+        let reference = reference_config(&done.config_path, false, &args.hidden_act);
         return run_verify(&done.folder, done.checkpoint.as_ref(), done.arch.as_ref(), &done.plan, &args.verify_args, reference, report_file);
     }
     Ok(exit::OK)
@@ -374,9 +372,7 @@ fn verify(args: VerifyArgs) -> crate::Result<u8> {
     if !args.hf_dir.is_dir() {
         return Err(Error::input(&args.hf_dir, "no such folder (--hf-dir must be a converted Hugging Face folder)"));
     }
-    let text = std::fs::read(&config_path).map_err(|e| Error::io(&config_path, e))?;
-    let config: serde_json::Value =
-        serde_json::from_slice(&text).map_err(|e| Error::input(&config_path, format!("not valid JSON: {e}")))?;
+    let config = crate::verify::folder_config(&args.hf_dir)?;
     let ckpt = crate::source::open(&args.tf_checkpoint)?;
     let vars = crate::convert::source_vars(ckpt.as_ref());
     // The reference (and the plan of what the folder must hold) is the ORIGINAL model: its own
@@ -395,7 +391,7 @@ fn verify(args: VerifyArgs) -> crate::Result<u8> {
             .map_err(|e| Error::Mapping(format!("{}: {e}", ckpt.path().display())))?
             .to_string(),
     };
-    let (original_path, mut original, trusted) = match crate::convert::find_config(ckpt.path(), args.config.as_deref()) {
+    let (original_path, original, trusted) = match crate::convert::find_config(ckpt.path(), args.config.as_deref()) {
         Ok((path, value)) => (path, value, false),
         Err(Error::Resolve(why)) if args.trust_folder_config => {
             eprintln!("warning: {why}; the reference uses the folder's own config.json (--trust-folder-config), so mistakes in that file cannot be detected");
@@ -409,17 +405,10 @@ fn verify(args: VerifyArgs) -> crate::Result<u8> {
         }
         Err(e) => return Err(e),
     };
-    crate::convert::apply_overrides(&mut original, &overrides(&args.hidden_act));
-    let arch = tfconv_models::arch::from_original(&model_type, &original, &vars).map_err(|e| Error::input(&original_path, e))?;
-    let plan = arch
-        .plan(&vars)
-        .map_err(|e| Error::Mapping(format!("{} as {}: {e}", ckpt.path().display(), arch.class_name())))?;
+    let (arch, plan) =
+        crate::convert::original_model(ckpt.as_ref(), &vars, &model_type, &original_path, original, &overrides(&args.hidden_act))?;
     check_seq_len(arch.as_ref(), &args.flags)?;
-    let mut protected = Protected::new();
-    for file in ckpt.files() {
-        protected.add_input(&file);
-    }
-    protected.add_input(&original_path);
+    let mut protected = crate::convert::checkpoint_inputs(ckpt.as_ref(), &original_path);
     protected.add_input_folder(&args.hf_dir);
     let report_file = check_report(&args.flags, &protected, args.force)?.map(|p| PendingFile::create(&p)).transpose()?;
     crate::tf_runtime::load()?;

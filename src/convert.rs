@@ -69,6 +69,8 @@ pub struct Converted {
     pub plan: Plan,
     pub arch: Box<dyn Architecture>,
     pub checkpoint: Box<dyn Checkpoint>,
+    /// The original config file the model was built from.
+    pub config_path: PathBuf,
 }
 
 /// The variables of a checkpoint as the mapping tables see them.
@@ -114,10 +116,7 @@ pub fn checkpoint_dir(path: &Path) -> PathBuf {
     if path.is_dir() {
         return path.to_path_buf();
     }
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
+    guard::parent_dir(path)
 }
 
 /// Where `--output` puts things.
@@ -128,6 +127,14 @@ pub enum OutputLayout {
     /// Weight and companion files added to a folder that may hold other files (the documented
     /// `--pytorch_dump_output DIR/pytorch_model.bin`, or `DIR/model.safetensors`).
     Files { dir: PathBuf, format: Format },
+}
+
+impl OutputLayout {
+    pub fn format(&self) -> Format {
+        match self {
+            OutputLayout::Folder { format, .. } | OutputLayout::Files { format, .. } => *format,
+        }
+    }
 }
 
 /// A path ending in `.bin` or `.safetensors` names a weight file: `pytorch_model.bin` or
@@ -142,10 +149,7 @@ pub fn output_layout(output: &Path, flag: &str) -> Result<OutputLayout> {
             output.display()
         )));
     }
-    let dir = || match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = || guard::parent_dir(output);
     Ok(match output.extension().and_then(|e| e.to_str()) {
         Some("bin") => OutputLayout::Files { dir: dir(), format: Format::PytorchBin },
         Some("safetensors") => OutputLayout::Files { dir: dir(), format: Format::Safetensors },
@@ -170,37 +174,45 @@ pub fn prepare(opts: &ConvertOptions) -> Result<Prepared> {
         Some(t) => t.clone(),
         None => arch::detect_model_type(&vars).map_err(|e| Error::Mapping(format!("{}: {e}", ckpt.path().display())))?.to_string(),
     };
-    let (config_path, mut config) = find_config(ckpt.path(), opts.config.as_deref())?;
-    apply_overrides(&mut config, &opts.config_overrides);
-    let arch = arch::from_original(&model_type, &config, &vars).map_err(|e| {
-        let given: Vec<String> = opts.config_overrides.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        match given.is_empty() {
-            true => Error::input(&config_path, e),
-            false => Error::input(&config_path, format!("{e} (with {} from the command line)", given.join(", "))),
-        }
-    })?;
-    let plan = arch
-        .plan(&vars)
-        .map_err(|e| Error::Mapping(format!("{} as {}: {e}", ckpt.path().display(), arch.class_name())))?;
+    let (config_path, config) = find_config(ckpt.path(), opts.config.as_deref())?;
+    let (arch, plan) = original_model(ckpt.as_ref(), &vars, &model_type, &config_path, config, &opts.config_overrides)?;
     Ok(Prepared { checkpoint: ckpt, arch, plan, config_path })
 }
 
-/// Every file a conversion reads: the checkpoint's files, its state file and graph, the
-/// original config, and the tokenizer sources found in `search_dirs`.
-pub fn input_files(prepared: &Prepared, search_dirs: &[PathBuf], tokenizer_names: &[String]) -> Protected {
+/// The original model for `config` (with command-line `overrides` applied) and its mapping
+/// plan for `vars`: what both `convert` and `verify` build the reference and the plan from.
+pub fn original_model(
+    ckpt: &dyn Checkpoint,
+    vars: &[SourceVar],
+    model_type: &str,
+    config_path: &Path,
+    mut config: serde_json::Value,
+    overrides: &[(String, serde_json::Value)],
+) -> Result<(Box<dyn Architecture>, Plan)> {
+    apply_overrides(&mut config, overrides);
+    let arch = arch::from_original(model_type, &config, vars).map_err(|e| {
+        let given: Vec<String> = overrides.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        match given.is_empty() {
+            true => Error::input(config_path, e),
+            false => Error::input(config_path, format!("{e} (with {} from the command line)", given.join(", "))),
+        }
+    })?;
+    let plan = arch
+        .plan(vars)
+        .map_err(|e| Error::Mapping(format!("{} as {}: {e}", ckpt.path().display(), arch.class_name())))?;
+    Ok((arch, plan))
+}
+
+/// The files a command reads from an original checkpoint and its config: the checkpoint's
+/// files, its `.meta` graph and `checkpoint` state file, and the original config.
+pub fn checkpoint_inputs(ckpt: &dyn Checkpoint, config_path: &Path) -> Protected {
     let mut protected = Protected::new();
-    let ckpt = prepared.checkpoint.as_ref();
     for file in ckpt.files() {
         protected.add_input(&file);
     }
     protected.add_input(&crate::source::bundle::with_suffix(ckpt.path(), ".meta"));
     protected.add_input(&checkpoint_dir(ckpt.path()).join(crate::source::resolve::STATE_FILE));
-    protected.add_input(&prepared.config_path);
-    for dir in search_dirs {
-        for name in tokenizer_names {
-            protected.add_input(&dir.join(name));
-        }
-    }
+    protected.add_input(config_path);
     protected
 }
 
@@ -238,17 +250,13 @@ impl Conversion {
     pub fn arch(&self) -> &dyn Architecture {
         self.prepared.arch.as_ref()
     }
-
-    pub fn plan(&self) -> &Plan {
-        &self.prepared.plan
-    }
 }
 
 /// The output's temporary place, claimed by [`check`] so that an unwritable location fails
 /// before any work.
 enum Staging {
-    Folder { out: OutputDir, format: Format },
-    Files { out: FilesInto, dir: PathBuf, format: Format },
+    Folder(OutputDir),
+    Files(FilesInto),
 }
 
 /// Reads the inputs, plans the output and checks every path it will write. Changes nothing on
@@ -257,9 +265,7 @@ pub fn check(opts: &ConvertOptions) -> Result<Conversion> {
     let layout = output_layout(&opts.output, opts.output_flag)?;
     let prepared = prepare(opts)?;
     let (ckpt, arch, plan) = (prepared.checkpoint.as_ref(), prepared.arch.as_ref(), &prepared.plan);
-    let format = match &layout {
-        OutputLayout::Folder { format, .. } | OutputLayout::Files { format, .. } => *format,
-    };
+    let format = layout.format();
     let specs: Vec<TensorSpec> = plan
         .mappings
         .iter()
@@ -288,8 +294,12 @@ pub fn check(opts: &ConvertOptions) -> Result<Conversion> {
             search_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
         ));
     }
-    let tokenizer_names: Vec<String> = tokenizer.iter().map(|(n, _)| n.clone()).collect();
-    let mut protected = input_files(&prepared, &search_dirs, &tokenizer_names);
+    let mut protected = checkpoint_inputs(ckpt, &prepared.config_path);
+    for dir in &search_dirs {
+        for (name, _) in &tokenizer {
+            protected.add_input(&dir.join(name));
+        }
+    }
 
     let config = arch.hf_config(spec_dtype_name(opts.dtype), opts.finetuning_task.as_deref());
     let config_bytes = serde_json::to_vec_pretty(&config).expect("JSON of plain values");
@@ -371,15 +381,11 @@ impl Conversion {
     pub fn claim(&mut self) -> Result<()> {
         if self.staging.is_none() {
             self.staging = Some(match &self.layout {
-                OutputLayout::Folder { path, format } => {
+                OutputLayout::Folder { path, .. } => {
                     let empty = fs::read_dir(path).is_ok_and(|mut d| d.next().is_none());
-                    Staging::Folder { out: OutputDir::create(path, self.force || empty)?, format: *format }
+                    Staging::Folder(OutputDir::create(path, self.force || empty)?)
                 }
-                OutputLayout::Files { dir, format } => Staging::Files {
-                    out: FilesInto::create(dir, &self.weight_names[0])?,
-                    dir: dir.clone(),
-                    format: *format,
-                },
+                OutputLayout::Files { dir, .. } => Staging::Files(FilesInto::create(dir, &self.weight_names[0])?),
             });
         }
         Ok(())
@@ -388,10 +394,11 @@ impl Conversion {
     /// Streams every tensor into the output, then the companions, and puts them in place.
     pub fn write(mut self) -> Result<Converted> {
         self.claim()?;
-        let Conversion { prepared, staging, specs, max_shard_size, weight_names, companions, notes, progress, .. } = self;
+        let Conversion { prepared, layout, staging, specs, max_shard_size, weight_names, companions, notes, progress, .. } = self;
+        let format = layout.format();
         let staging = staging.expect("claimed above");
-        let Prepared { checkpoint: ckpt, arch, plan, .. } = prepared;
-        let stream = |dir: &Path, format: Format| -> Result<()> {
+        let Prepared { checkpoint: ckpt, arch, plan, config_path } = prepared;
+        let stream = |dir: &Path| -> Result<()> {
             let mut sink = sink::create_sink(dir, format, specs.clone(), Some(max_shard_size))?;
             let progress = Progress::new(progress, plan.mappings.len());
             for (m, spec) in plan.mappings.iter().zip(&specs) {
@@ -412,8 +419,8 @@ impl Conversion {
         };
         let mut skipped = Vec::new();
         let (folder, files) = match staging {
-            Staging::Folder { out, format } => {
-                stream(out.path(), format)?;
+            Staging::Folder(out) => {
+                stream(out.path())?;
                 for (name, bytes, _) in &companions {
                     out.write_file(name, bytes)?;
                 }
@@ -422,8 +429,9 @@ impl Conversion {
                 let files = names.map(|n| folder.join(n)).collect();
                 (folder, files)
             }
-            Staging::Files { out, dir, format } => {
-                stream(out.path(), format)?;
+            Staging::Files(out) => {
+                stream(out.path())?;
+                let dir = out.dir().to_path_buf();
                 let mut names = weight_names.clone();
                 for (name, bytes, action) in &companions {
                     match action {
@@ -438,7 +446,7 @@ impl Conversion {
                 (dir, files)
             }
         };
-        Ok(Converted { folder, files, skipped, notes, plan, arch, checkpoint: ckpt })
+        Ok(Converted { folder, files, skipped, notes, plan, arch, checkpoint: ckpt, config_path })
     }
 }
 

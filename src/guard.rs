@@ -170,7 +170,7 @@ pub fn is_output_file_name(name: &str) -> bool {
 }
 
 /// Entries of `dir` that tfconv does not write (sorted; sub-folders end in `/`).
-pub fn foreign_entries(dir: &Path) -> io::Result<Vec<String>> {
+fn foreign_entries(dir: &Path) -> io::Result<Vec<String>> {
     let mut foreign = Vec::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
@@ -188,18 +188,20 @@ pub fn foreign_entries(dir: &Path) -> io::Result<Vec<String>> {
 
 /// `path` made absolute against the current directory, `.` and `..` removed lexically.
 pub fn absolute(path: &Path) -> PathBuf {
-    let base = if path.is_absolute() { PathBuf::new() } else { std::env::current_dir().unwrap_or_default() };
-    let mut out = base;
-    for c in path.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
+    let mut out = if path.is_absolute() { PathBuf::new() } else { std::env::current_dir().unwrap_or_default() };
+    path.components().for_each(|c| push_lexically(&mut out, c));
     out
+}
+
+/// Appends one component, with `.` dropped and `..` taken as "up one".
+fn push_lexically(out: &mut PathBuf, c: Component) {
+    match c {
+        Component::CurDir => {}
+        Component::ParentDir => {
+            out.pop();
+        }
+        other => out.push(other),
+    }
 }
 
 /// `path` with every symlink and `..` resolved: the longest existing prefix is canonicalized and
@@ -217,15 +219,7 @@ pub fn resolve(path: &Path) -> io::Result<PathBuf> {
         }
     }
     let mut out = existing;
-    for c in rest {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
+    rest.into_iter().for_each(|c| push_lexically(&mut out, c));
     Ok(out)
 }
 
@@ -233,11 +227,15 @@ pub fn resolve(path: &Path) -> io::Result<PathBuf> {
 /// thing that would be replaced, so it is reported rather than followed).
 fn resolve_parent(path: &Path) -> io::Result<PathBuf> {
     let name = path.file_name().expect("checked by the caller");
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    Ok(resolve(parent)?.join(name))
+    Ok(resolve(&parent_dir(path))?.join(name))
+}
+
+/// The folder `path` is in: its parent, or `.` for a bare name.
+pub fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
 }
 
 /// Removes `.NAME.tmp-PID` and `.NAME.old-PID` entries in `dir` left by tfconv processes that no

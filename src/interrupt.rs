@@ -13,14 +13,11 @@ fn registry() -> &'static Mutex<Vec<PathBuf>> {
     PENDING.get_or_init(|| Mutex::new(Vec::new()))
 }
 
-/// The registry, locked. Hold it across a rename that must not be interrupted half way.
+/// The registry, locked: push a temporary path while holding it, right after creating it, so an
+/// interrupt never finds it created but unregistered; hold it across a rename that must not be
+/// interrupted half way.
 pub fn lock() -> MutexGuard<'static, Vec<PathBuf>> {
     registry().lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Removes `path` (a file or a whole folder) if the process is interrupted.
-pub fn track(path: &Path) {
-    lock().push(path.to_path_buf());
 }
 
 /// `path` is no longer temporary (renamed into place, or already removed).

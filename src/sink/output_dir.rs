@@ -25,18 +25,11 @@ impl OutputDir {
         let name = target
             .file_name()
             .ok_or_else(|| Error::Output(format!("{}: output path must name a folder", target.display())))?;
-        let parent = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        let parent = crate::guard::parent_dir(target);
         if !force && exists(target)? {
             return Err(exists_error(target));
         }
-        create_parent(&parent, target)?;
-        for line in crate::guard::clear_stale(&parent, &name.to_string_lossy()) {
-            eprintln!("note: {line}");
-        }
-        let tmp = parent.join(temp_name(name, "tmp"));
+        let tmp = temp_path(&parent, name, target)?;
         make_temp_dir(&tmp, target)?;
         Ok(OutputDir { target: target.to_path_buf(), tmp, force, committed: false })
     }
@@ -138,11 +131,7 @@ impl FilesInto {
     /// Prepares to add files to `dir` (created if missing); `name` names the temporary folder
     /// (`.NAME.tmp-PID`), normally after the weight file.
     pub fn create(dir: &Path, name: &str) -> Result<FilesInto> {
-        create_parent(dir, dir)?;
-        for line in crate::guard::clear_stale(dir, name) {
-            eprintln!("note: {line}");
-        }
-        let tmp = dir.join(temp_name(name.as_ref(), "tmp"));
+        let tmp = temp_path(dir, name.as_ref(), dir)?;
         make_temp_dir(&tmp, &dir.join(name))?;
         Ok(FilesInto { dir: dir.to_path_buf(), tmp })
     }
@@ -150,6 +139,11 @@ impl FilesInto {
     /// The temporary folder to write files into.
     pub fn path(&self) -> &Path {
         &self.tmp
+    }
+
+    /// The folder the files go into.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Writes a small file into the temporary folder; returns its temporary path.
@@ -193,15 +187,8 @@ pub struct PendingFile {
 impl PendingFile {
     pub fn create(target: &Path) -> Result<PendingFile> {
         let name = target.file_name().ok_or_else(|| Error::Output(format!("{}: not a file path", target.display())))?;
-        let parent = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        create_parent(&parent, target)?;
-        for line in crate::guard::clear_stale(&parent, &name.to_string_lossy()) {
-            eprintln!("note: {line}");
-        }
-        let tmp = parent.join(temp_name(name, "tmp"));
+        let parent = crate::guard::parent_dir(target);
+        let tmp = temp_path(&parent, name, target)?;
         let mut pending = crate::interrupt::lock();
         fs::OpenOptions::new()
             .write(true)
@@ -210,10 +197,6 @@ impl PendingFile {
             .map_err(|e| Error::Output(format!("{}: cannot write here: {e}", target.display())))?;
         pending.push(tmp.clone());
         Ok(PendingFile { target: target.to_path_buf(), tmp })
-    }
-
-    pub fn target(&self) -> &Path {
-        &self.target
     }
 
     /// Writes `bytes`, syncs, and renames the file into place.
@@ -255,6 +238,16 @@ fn temp_name(name: &std::ffi::OsStr, kind: &str) -> std::ffi::OsString {
     tmp.push(name);
     tmp.push(format!(".{kind}-{}", std::process::id()));
     tmp
+}
+
+/// `parent/.NAME.tmp-PID`, with `parent` created and leftovers of dead runs for `name` cleared
+/// (and said). `target` names the output in messages.
+fn temp_path(parent: &Path, name: &std::ffi::OsStr, target: &Path) -> Result<PathBuf> {
+    create_parent(parent, target)?;
+    for line in crate::guard::clear_stale(parent, &name.to_string_lossy()) {
+        eprintln!("note: {line}");
+    }
+    Ok(parent.join(temp_name(name, "tmp")))
 }
 
 /// Creates the temporary folder and registers it for removal on interrupt, as one step.

@@ -419,10 +419,15 @@ fn tf_data_type(dtype: DType) -> tensorflow::DataType {
 
 /// The architecture the folder's own `config.json` describes: what `from_pretrained` would build.
 pub fn folder_architecture(folder: &Path) -> Result<Box<dyn Architecture>> {
-    tfconv_models::arch::from_hf_config(&folder_config(folder)?).map_err(|e| Error::input(folder.join("config.json"), e))
+    architecture_of(&folder_config(folder)?, folder)
 }
 
-fn folder_config(folder: &Path) -> Result<serde_json::Value> {
+fn architecture_of(config: &serde_json::Value, folder: &Path) -> Result<Box<dyn Architecture>> {
+    tfconv_models::arch::from_hf_config(config).map_err(|e| Error::input(folder.join("config.json"), e))
+}
+
+/// An HF folder's `config.json`, parsed.
+pub fn folder_config(folder: &Path) -> Result<serde_json::Value> {
     let path = folder.join("config.json");
     let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
     serde_json::from_slice(&text).map_err(|e| Error::input(&path, format!("not valid JSON: {e}")))
@@ -444,7 +449,8 @@ pub fn verify(
     // The folder first: an unreadable folder is an input error whether or not TensorFlow loads.
     let (files, index) = weight_layout(folder)?;
     let found = folder_tensors(&files)?;
-    let folder_arch = folder_architecture(folder)?;
+    let config = folder_config(folder)?;
+    let folder_arch = architecture_of(&config, folder)?;
     let tf_version = crate::tf_runtime::version()?;
     let mut structural = match &index {
         Some(index) => index_problems(index, &files)?,
@@ -501,7 +507,7 @@ pub fn verify(
     let lacking: Vec<&str> = expected.iter().filter(|n| !found.contains_key(**n)).copied().collect();
     let unused: Vec<&str> =
         found.keys().map(String::as_str).filter(|n| !expected.contains(n) && !ties.identical.contains(*n)).collect();
-    let findings = config_findings(&folder_config(folder)?, &unused, &lacking);
+    let findings = config_findings(&config, &unused, &lacking);
     if !findings.is_empty() {
         report.structural_problems = findings;
         report.first_divergence = Some("structure".into());
