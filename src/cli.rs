@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tfconv_models::arch::MODEL_TYPES;
+use tfconv_models::arch::model_types;
 
 use crate::error::Error;
 use crate::guard::{self, Protected};
@@ -280,8 +280,8 @@ fn run(command: Command) -> crate::Result<u8> {
 
 fn convert(args: ConvertArgs) -> crate::Result<u8> {
     if let Some(t) = &args.model_type {
-        if !MODEL_TYPES.contains(&t.as_str()) {
-            return Err(Error::Usage(format!("--model-type {t}: not supported (supported: {})", MODEL_TYPES.join(", "))));
+        if !model_types().contains(&t.as_str()) {
+            return Err(Error::Usage(format!("--model-type {t}: not supported (supported: {})", model_types().join(", "))));
         }
     }
     if args.verify_args.report.is_some() && !args.verify {
@@ -317,10 +317,13 @@ fn convert(args: ConvertArgs) -> crate::Result<u8> {
         let plan = &prepared.plan;
         let mut stdout = std::io::stdout().lock();
         let mut out = |line: String| writeln!(stdout, "{line}").map_err(|e| Error::io("<stdout>", e));
-        out(format!("# {} ({} tensors, {} skipped, {} dropped)", prepared.arch.class_name(), plan.mappings.len(), plan.skipped.len(), plan.dropped.len()))?;
+        out(format!("# {} ({} tensors, {} skipped, {} dropped)", prepared.arch.class_name(), plan.mappings.len() + plan.synthesized.len(), plan.skipped.len(), plan.dropped.len()))?;
         for m in &plan.mappings {
             let t: Vec<String> = m.transforms.iter().map(|t| t.to_string()).collect();
             out(format!("{} <- {} [{}] {:?}", m.target, m.source, t.join(", "), m.shape))?;
+        }
+        for s in &plan.synthesized {
+            out(format!("{} <- {} {:?} ({})", s.target, s.fill, s.shape, s.reason))?;
         }
         for (name, role) in &plan.skipped {
             out(format!("skip {name} ({role})"))?;
@@ -380,10 +383,10 @@ fn verify(args: VerifyArgs) -> crate::Result<u8> {
     // that file on both sides, where it could never diverge.
     let folder_type = config.get("model_type").and_then(|t| t.as_str()).map(str::to_string);
     let model_type = match &folder_type {
-        Some(t) if !MODEL_TYPES.contains(&t.as_str()) => {
+        Some(t) if !model_types().contains(&t.as_str()) => {
             return Err(Error::input(
                 &config_path,
-                format!("model_type '{t}' is not supported by tfconv verify (supported: {})", MODEL_TYPES.join(", ")),
+                format!("model_type '{t}' is not supported by tfconv verify (supported: {})", model_types().join(", ")),
             ))
         }
         Some(t) => t.clone(),
@@ -391,7 +394,7 @@ fn verify(args: VerifyArgs) -> crate::Result<u8> {
             .map_err(|e| Error::Mapping(format!("{}: {e}", ckpt.path().display())))?
             .to_string(),
     };
-    let (original_path, original, trusted) = match crate::convert::find_config(ckpt.path(), args.config.as_deref()) {
+    let (original_path, original, trusted) = match crate::convert::find_config(ckpt.path(), args.config.as_deref(), &model_type) {
         Ok((path, value)) => (path, value, false),
         Err(Error::Resolve(why)) if args.trust_folder_config => {
             eprintln!("warning: {why}; the reference uses the folder's own config.json (--trust-folder-config), so mistakes in that file cannot be detected");

@@ -78,21 +78,16 @@ pub fn source_vars(ckpt: &dyn Checkpoint) -> Vec<SourceVar> {
     ckpt.tensors().iter().map(|t| SourceVar { name: t.name.clone(), shape: t.shape.clone() }).collect()
 }
 
-/// Original config file names, tried beside the checkpoint when `--config` is absent.
-const CONFIG_NAMES: &[&str] = &["bert_config.json", "config.json"];
-
-/// The original config file: `explicit`, else the first of [`CONFIG_NAMES`] beside the checkpoint.
-pub fn find_config(ckpt_path: &Path, explicit: Option<&Path>) -> Result<(PathBuf, serde_json::Value)> {
+/// The original config file: `explicit`, else the first of `model_type`'s original config names
+/// (`bert_config.json`, `albert_config.json`, then `config.json`) beside the checkpoint.
+pub fn find_config(ckpt_path: &Path, explicit: Option<&Path>, model_type: &str) -> Result<(PathBuf, serde_json::Value)> {
     let path = match explicit {
         Some(p) => p.to_path_buf(),
         None => {
             let dir = checkpoint_dir(ckpt_path);
-            CONFIG_NAMES.iter().map(|n| dir.join(n)).find(|p| p.is_file()).ok_or_else(|| {
-                Error::Resolve(format!(
-                    "no config given and none of {} found in {}; pass --config",
-                    CONFIG_NAMES.join(", "),
-                    dir.display()
-                ))
+            let names = arch::config_names(model_type);
+            names.iter().map(|n| dir.join(n)).find(|p| p.is_file()).ok_or_else(|| {
+                Error::Resolve(format!("no config given and none of {} found in {}; pass --config", names.join(", "), dir.display()))
             })?
         }
     };
@@ -174,7 +169,7 @@ pub fn prepare(opts: &ConvertOptions) -> Result<Prepared> {
         Some(t) => t.clone(),
         None => arch::detect_model_type(&vars).map_err(|e| Error::Mapping(format!("{}: {e}", ckpt.path().display())))?.to_string(),
     };
-    let (config_path, config) = find_config(ckpt.path(), opts.config.as_deref())?;
+    let (config_path, config) = find_config(ckpt.path(), opts.config.as_deref(), &model_type)?;
     let (arch, plan) = original_model(ckpt.as_ref(), &vars, &model_type, &config_path, config, &opts.config_overrides)?;
     Ok(Prepared { checkpoint: ckpt, arch, plan, config_path })
 }
@@ -274,6 +269,7 @@ pub fn check(opts: &ConvertOptions) -> Result<Conversion> {
             let dtype = if src.dtype.is_float() { opts.dtype } else { src.dtype };
             TensorSpec::new(&m.target, dtype, m.shape.clone())
         })
+        .chain(plan.synthesized.iter().map(|s| TensorSpec::new(&s.target, opts.dtype, s.shape.clone())))
         .collect();
     let shards = sink::plan_shards(&specs, Some(opts.max_shard_size))?;
     let mut weight_names = shards.file_names(format);
@@ -412,6 +408,10 @@ impl Conversion {
                 drop(moved);
                 ckpt.release(&m.source);
                 progress.tick(&m.target);
+            }
+            for (s, spec) in plan.synthesized.iter().zip(&specs[plan.mappings.len()..]) {
+                let values: Vec<u8> = s.fill.values(&s.shape).iter().flat_map(|v| v.to_le_bytes()).collect();
+                sink.write_tensor(&s.target, &sink::cast(&values, DType::F32, spec.dtype)?)?;
             }
             sink.finish()?;
             progress.finish();

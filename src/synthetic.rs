@@ -1,245 +1,37 @@
-//! Synthetic "original" checkpoints written by TensorFlow itself, with the exact variable
-//! names of the original training code and deterministic values: the golden fixtures and the
-//! property tests are built from these. Needs TensorFlow (`tf_io`).
+//! Writes synthetic "original" checkpoints (see `tfconv_models::synthetic`) with TensorFlow's own
+//! SaveV2, so fixtures and property tests read exactly what TF writes. Needs TensorFlow (`tf_io`).
 
 use std::path::Path;
 
-use serde_json::json;
-use tfconv_models::bert::{tf2_name, BertConfig, Head};
+pub use tfconv_models::synthetic::{Data, GoldenCase, Rng, Variable};
 
 use crate::error::{Error, Result};
 use crate::source::DType;
 use crate::tf_io::{self, HostTensor, SaveItem};
 
-/// The probes' SplitMix64, seeded with its raw state, so fixtures are byte-identical on every run.
-pub struct Rng(tfconv_models::probe::Rng);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(tfconv_models::probe::Rng::from_state(seed))
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0.next_u64()
-    }
-    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next_u64() as u8).collect()
-    }
-    /// Uniform in [-a, a).
-    pub fn uniform(&mut self, a: f32) -> f32 {
-        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * a
-    }
-}
-
-/// A tiny BERT, large enough that every weight matters: heads of width 12, asymmetric sizes.
-pub fn tiny_bert_config() -> serde_json::Value {
-    json!({
-        "attention_probs_dropout_prob": 0.1,
-        "hidden_act": "gelu",
-        "hidden_dropout_prob": 0.1,
-        "hidden_size": 48,
-        "initializer_range": 0.02,
-        "intermediate_size": 80,
-        "max_position_embeddings": 24,
-        "num_attention_heads": 4,
-        "num_hidden_layers": 3,
-        "type_vocab_size": 2,
-        "vocab_size": 101
-    })
-}
-
-/// A lower-cased WordPiece vocabulary of exactly `n` tokens in google-research/bert's layout.
-pub fn tiny_vocab(n: usize) -> String {
-    let mut tokens: Vec<String> = vec!["[PAD]".into()];
-    tokens.extend((0..4).map(|i| format!("[unused{i}]")));
-    tokens.extend(["[UNK]", "[CLS]", "[SEP]", "[MASK]"].map(String::from));
-    let words = ["the", "of", "and", "a", "to", "in", "is", "was", "he", "for", "it", "with", "as", "his", "on", "be"];
-    let mut i = 0;
-    while tokens.len() < n {
-        let w = words[i % words.len()];
-        tokens.push(match i / words.len() {
-            0 => w.to_string(),
-            1 => format!("##{w}"),
-            k => format!("{w}{k}"),
-        });
-        i += 1;
-    }
-    tokens.truncate(n);
-    tokens.join("\n") + "\n"
-}
-
-/// Original variable names and shapes of a BERT checkpoint for `head`, in creation order.
-pub fn bert_variables(cfg: &BertConfig, head: Head) -> Vec<(String, Vec<usize>)> {
-    let (h, i, v, p, t) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, cfg.max_position_embeddings, cfg.type_vocab_size);
-    let mut vars = vec![
-        ("bert/embeddings/word_embeddings".to_string(), vec![v, h]),
-        ("bert/embeddings/token_type_embeddings".into(), vec![t, h]),
-        ("bert/embeddings/position_embeddings".into(), vec![p, h]),
-        ("bert/embeddings/LayerNorm/beta".into(), vec![h]),
-        ("bert/embeddings/LayerNorm/gamma".into(), vec![h]),
-    ];
-    for l in 0..cfg.num_hidden_layers {
-        let pre = format!("bert/encoder/layer_{l}");
-        for proj in ["query", "key", "value"] {
-            vars.push((format!("{pre}/attention/self/{proj}/kernel"), vec![h, h]));
-            vars.push((format!("{pre}/attention/self/{proj}/bias"), vec![h]));
-        }
-        vars.push((format!("{pre}/attention/output/dense/kernel"), vec![h, h]));
-        vars.push((format!("{pre}/attention/output/dense/bias"), vec![h]));
-        vars.push((format!("{pre}/attention/output/LayerNorm/beta"), vec![h]));
-        vars.push((format!("{pre}/attention/output/LayerNorm/gamma"), vec![h]));
-        vars.push((format!("{pre}/intermediate/dense/kernel"), vec![h, i]));
-        vars.push((format!("{pre}/intermediate/dense/bias"), vec![i]));
-        vars.push((format!("{pre}/output/dense/kernel"), vec![i, h]));
-        vars.push((format!("{pre}/output/dense/bias"), vec![h]));
-        vars.push((format!("{pre}/output/LayerNorm/beta"), vec![h]));
-        vars.push((format!("{pre}/output/LayerNorm/gamma"), vec![h]));
-    }
-    // run_squad keeps the pretrained pooler in its graph even though it never uses it.
-    vars.push(("bert/pooler/dense/kernel".into(), vec![h, h]));
-    vars.push(("bert/pooler/dense/bias".into(), vec![h]));
-    match head {
-        Head::PreTraining => {
-            vars.push(("cls/predictions/transform/dense/kernel".into(), vec![h, h]));
-            vars.push(("cls/predictions/transform/dense/bias".into(), vec![h]));
-            vars.push(("cls/predictions/transform/LayerNorm/beta".into(), vec![h]));
-            vars.push(("cls/predictions/transform/LayerNorm/gamma".into(), vec![h]));
-            vars.push(("cls/predictions/output_bias".into(), vec![v]));
-            vars.push(("cls/seq_relationship/output_weights".into(), vec![2, h]));
-            vars.push(("cls/seq_relationship/output_bias".into(), vec![2]));
-        }
-        Head::SequenceClassification { num_labels } => {
-            vars.push(("output_weights".into(), vec![num_labels, h]));
-            vars.push(("output_bias".into(), vec![num_labels]));
-        }
-        Head::QuestionAnswering => {
-            vars.push(("cls/squad/output_weights".into(), vec![2, h]));
-            vars.push(("cls/squad/output_bias".into(), vec![2]));
-        }
-        Head::Base => {}
-    }
-    vars
-}
-
-/// Values with a realistic spread: LayerNorm gammas near 1, betas and biases small but nonzero,
-/// kernels scaled by fan-in so activations neither vanish nor saturate.
-fn init_values(rng: &mut Rng, name: &str, shape: &[usize]) -> Vec<f32> {
-    let n: usize = shape.iter().product();
-    let last = name.rsplit('/').next().unwrap_or("");
-    (0..n)
-        .map(|_| match last {
-            "gamma" => 1.0 + rng.uniform(0.3),
-            "beta" | "bias" | "output_bias" => rng.uniform(0.1),
-            "kernel" => rng.uniform(1.7 / (shape[0] as f32).sqrt()),
-            "output_weights" => rng.uniform(1.7 / (shape[1] as f32).sqrt()),
-            _ => rng.uniform(1.0), // embeddings
+/// Writes `variables` as a V2 bundle at `prefix` with TF's SaveV2.
+pub fn write_checkpoint(prefix: &Path, variables: &[Variable]) -> Result<()> {
+    let tensors: Vec<HostTensor> = variables
+        .iter()
+        .map(|v| match &v.data {
+            Data::F32(values) => HostTensor::f32(v.shape.clone(), values),
+            Data::I64(values) => HostTensor::new(DType::I64, v.shape.clone(), values.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            Data::Strings(items) => HostTensor::strings(v.shape.clone(), items.clone()),
         })
-        .collect()
+        .collect();
+    let items: Vec<SaveItem> = variables.iter().zip(&tensors).map(|(v, t)| SaveItem { name: &v.name, slice_spec: "", tensor: t }).collect();
+    let prefix = prefix.to_str().ok_or_else(|| Error::Output(format!("{}: path is not UTF-8", prefix.display())))?;
+    tf_io::save_v2(prefix, &items)
 }
 
-/// Writes a BERT checkpoint with TF's SaveV2 under the original names; with `trainer_state`
-/// also the AdamWeightDecayOptimizer slots and global_step that released checkpoints carry.
-pub fn write_bert_checkpoint(prefix: &Path, cfg: &BertConfig, head: Head, seed: u64, trainer_state: bool) -> Result<()> {
-    let mut rng = Rng::new(seed);
-    let mut tensors: Vec<(String, HostTensor)> = Vec::new();
-    for (name, shape) in bert_variables(cfg, head) {
-        let values = init_values(&mut rng, &name, &shape);
-        if trainer_state {
-            let m: Vec<f32> = values.iter().map(|_| rng.uniform(1e-3)).collect();
-            let v: Vec<f32> = values.iter().map(|_| rng.uniform(1e-6).abs()).collect();
-            tensors.push((format!("{name}/adam_m"), HostTensor::f32(shape.clone(), &m)));
-            tensors.push((format!("{name}/adam_v"), HostTensor::f32(shape.clone(), &v)));
-        }
-        tensors.push((name, HostTensor::f32(shape, &values)));
+/// Writes a golden case's checkpoint, config and tokenizer files into `dir`; returns the prefix.
+pub fn write_case(dir: &Path, case: &GoldenCase) -> Result<std::path::PathBuf> {
+    let prefix = dir.join(case.checkpoint);
+    write_checkpoint(&prefix, &case.variables)?;
+    let config = serde_json::to_string_pretty(&case.config).expect("a JSON value serializes") + "\n";
+    std::fs::write(dir.join(case.config_file), config).map_err(|e| Error::io(dir.join(case.config_file), e))?;
+    for (name, bytes) in &case.files {
+        std::fs::write(dir.join(name), bytes).map_err(|e| Error::io(dir.join(name), e))?;
     }
-    if trainer_state {
-        tensors.push(("global_step".into(), HostTensor::new(DType::I64, vec![], 1_000_000i64.to_le_bytes().to_vec())));
-    }
-    let items: Vec<SaveItem> = tensors.iter().map(|(n, t)| SaveItem { name: n, slice_spec: "", tensor: t }).collect();
-    tf_io::save_v2(prefix.to_str().ok_or_else(|| Error::Output(format!("{}: path is not UTF-8", prefix.display())))?, &items)?;
-    Ok(())
-}
-
-
-/// Object paths (after `model/`) and shapes of TF Model Garden v2.3.0's `TransformerEncoder` as
-/// `tf.train.Checkpoint(model=encoder)` saves it: Keras numbers the layers that own weights,
-/// einsum kernels keep the heads as an axis, and the attention's output projection is saved under
-/// the Transformer layer's `_attention_output_dense` alias, its shortest object path.
-pub fn bert_tf2_variables(cfg: &BertConfig) -> Vec<(String, Vec<usize>)> {
-    let (h, i, v, p, t) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, cfg.max_position_embeddings, cfg.type_vocab_size);
-    let (n, dh) = (cfg.num_attention_heads, cfg.head_dim());
-    let mut vars = vec![
-        ("layer_with_weights-0/embeddings".to_string(), vec![v, h]),
-        ("layer_with_weights-1/embeddings".into(), vec![p, h]),
-        ("layer_with_weights-2/embeddings".into(), vec![t, h]),
-        ("layer_with_weights-3/gamma".into(), vec![h]),
-        ("layer_with_weights-3/beta".into(), vec![h]),
-    ];
-    for l in 0..cfg.num_hidden_layers {
-        let pre = format!("layer_with_weights-{}", l + 4);
-        for proj in ["_query_dense", "_key_dense", "_value_dense"] {
-            vars.push((format!("{pre}/_attention_layer/{proj}/kernel"), vec![h, n, dh]));
-            vars.push((format!("{pre}/_attention_layer/{proj}/bias"), vec![n, dh]));
-        }
-        vars.push((format!("{pre}/_attention_output_dense/kernel"), vec![n, dh, h]));
-        vars.push((format!("{pre}/_attention_output_dense/bias"), vec![h]));
-        vars.push((format!("{pre}/_attention_layer_norm/gamma"), vec![h]));
-        vars.push((format!("{pre}/_attention_layer_norm/beta"), vec![h]));
-        vars.push((format!("{pre}/_intermediate_dense/kernel"), vec![h, i]));
-        vars.push((format!("{pre}/_intermediate_dense/bias"), vec![i]));
-        vars.push((format!("{pre}/_output_dense/kernel"), vec![i, h]));
-        vars.push((format!("{pre}/_output_dense/bias"), vec![h]));
-        vars.push((format!("{pre}/_output_layer_norm/gamma"), vec![h]));
-        vars.push((format!("{pre}/_output_layer_norm/beta"), vec![h]));
-    }
-    let pooler = format!("layer_with_weights-{}", cfg.num_hidden_layers + 4);
-    vars.push((format!("{pooler}/kernel"), vec![h, h]));
-    vars.push((format!("{pooler}/bias"), vec![h]));
-    vars
-}
-
-/// A minimal serialized `TrackableObjectGraph` (root → `model`, `save_counter`): the checkpoint
-/// holds proto bytes there, which the converter must skip, never read as a weight.
-fn object_graph_bytes() -> Vec<u8> {
-    // Protobuf length-delimited field `field` holding `body` (all lengths here are < 128).
-    let field = |field: u8, body: &[u8]| [&[field << 3 | 2, body.len() as u8][..], body].concat();
-    let child = |id: u8, name: &str| [&[1 << 3, id][..], &field(2, name.as_bytes())].concat();
-    let root = [field(1, &child(1, "model")), field(1, &child(2, "save_counter"))].concat();
-    field(1, &root)
-}
-
-/// Writes a TF2 object-based BERT checkpoint with TF's SaveV2 under Model Garden v2.3.0's names,
-/// with the object graph and `save_counter` every `tf.train.Checkpoint` holds; with
-/// `trainer_state` also Adam's `iter` and the `m`/`v` slots of the first and last variables.
-pub fn write_bert_tf2_checkpoint(prefix: &Path, cfg: &BertConfig, seed: u64, trainer_state: bool) -> Result<()> {
-    let mut rng = Rng::new(seed);
-    let mut tensors: Vec<(String, HostTensor)> = Vec::new();
-    let vars = bert_tf2_variables(cfg);
-    let with_slots = if trainer_state { vec![vars[0].0.clone(), vars[vars.len() - 1].0.clone()] } else { Vec::new() };
-    for (path, shape) in vars {
-        // Draw values as for the TF1 matrix the einsum kernel flattens to, so fan-in is right:
-        // [H, N, Dh] contracts its first axis, the attention output [N, Dh, H] its first two.
-        let as_matrix = match shape.as_slice() {
-            [a, b, c] if path.contains("_attention_output") => vec![a * b, *c],
-            [a, b, c] => vec![*a, b * c],
-            s => s.to_vec(),
-        };
-        let values = init_values(&mut rng, &path, &as_matrix);
-        if with_slots.contains(&path) {
-            for slot in ["m", "v"] {
-                let slot_values: Vec<f32> = values.iter().map(|_| rng.uniform(1e-3).abs()).collect();
-                let name = tf2_name(&format!("{path}/.OPTIMIZER_SLOT/optimizer/{slot}"));
-                tensors.push((name, HostTensor::f32(shape.clone(), &slot_values)));
-            }
-        }
-        tensors.push((tf2_name(&path), HostTensor::f32(shape, &values)));
-    }
-    let int64 = |v: i64| HostTensor::new(DType::I64, vec![], v.to_le_bytes().to_vec());
-    if trainer_state {
-        tensors.push(("optimizer/iter/.ATTRIBUTES/VARIABLE_VALUE".into(), int64(10_000)));
-    }
-    tensors.push(("save_counter/.ATTRIBUTES/VARIABLE_VALUE".into(), int64(1)));
-    tensors.push(("_CHECKPOINTABLE_OBJECT_GRAPH".into(), HostTensor::strings(vec![], vec![object_graph_bytes()])));
-    let items: Vec<SaveItem> = tensors.iter().map(|(n, t)| SaveItem { name: n, slice_spec: "", tensor: t }).collect();
-    tf_io::save_v2(prefix.to_str().ok_or_else(|| Error::Output(format!("{}: path is not UTF-8", prefix.display())))?, &items)?;
-    Ok(())
+    Ok(prefix)
 }

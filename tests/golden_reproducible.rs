@@ -22,17 +22,21 @@ fn golden_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("golden")
 }
 
-/// The golden model cases: folders of golden/ holding both probes and expected outputs.
+/// The golden model cases every registered architecture bundles, each folder with its probes
+/// and expected outputs (a fixture that went missing fails here, not shrinks the loop).
 fn golden_cases() -> Vec<PathBuf> {
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(golden_root())
-        .expect("read golden/")
-        .map(|e| e.expect("golden/ entry").path())
-        .filter(|p| p.join("probes.json").is_file() && p.join("expected.safetensors").is_file())
-        .collect();
-    cases.sort();
-    // A fixture that went missing must fail here, not shrink the loop.
-    assert!(cases.len() >= 5, "expected at least 5 golden model cases, found {cases:?}");
+    let cases: Vec<PathBuf> = tfconv_models::arch::golden_cases().iter().map(|c| golden_root().join(c.dir)).collect();
+    for dir in &cases {
+        assert!(dir.join("probes.json").is_file() && dir.join("expected.safetensors").is_file(), "{} is incomplete", dir.display());
+    }
+    assert!(cases.len() >= 8, "expected the BERT and ALBERT golden cases, found {cases:?}");
     cases
+}
+
+/// The checkpoint prefix of the golden case in `dir`.
+fn golden_checkpoint(dir: &Path) -> PathBuf {
+    let case = tfconv_models::arch::golden_cases().into_iter().find(|c| dir.ends_with(c.dir)).expect("a registered case");
+    dir.join(case.checkpoint)
 }
 
 fn case_name(dir: &Path) -> String {
@@ -63,10 +67,10 @@ fn stored_outputs(dir: &Path) -> (BTreeMap<String, Output>, Vec<String>) {
 /// and each variable's dtype from the checkpoint itself.
 fn tf_reference(dir: &Path, probes: &Probes) -> Outputs {
     tfconv::tf_runtime::load().unwrap_or_else(|e| panic!("this test needs the TensorFlow reference runtime: {e}"));
-    let ckpt = source::open(&dir.join("bert_model.ckpt")).expect("open the golden checkpoint");
+    let ckpt = source::open(&golden_checkpoint(dir)).expect("open the golden checkpoint");
     let vars = convert::source_vars(ckpt.as_ref());
     let model_type = tfconv_models::arch::detect_model_type(&vars).expect("model type");
-    let (_, config) = convert::find_config(ckpt.path(), None).expect("original config");
+    let (_, config) = convert::find_config(ckpt.path(), None, model_type).expect("original config");
     let arch = tfconv_models::arch::from_original(model_type, &config, &vars).expect("architecture");
     let dtypes: HashMap<String, tensorflow::DataType> =
         ckpt.tensors().iter().map(|t| (t.name.clone(), tf_io::tf_dtype(t.dtype))).collect();

@@ -118,9 +118,9 @@ fn check_case(case: &Case) -> Result<(f64, f64), TestCaseError> {
     let src = tmp.path().join("original");
     std::fs::create_dir(&src).unwrap();
     std::fs::write(src.join("bert_config.json"), serde_json::to_vec_pretty(&original_config(&case.cfg)).unwrap()).unwrap();
-    std::fs::write(src.join("vocab.txt"), tfconv::synthetic::tiny_vocab(case.cfg.vocab_size)).unwrap();
+    std::fs::write(src.join("vocab.txt"), tfconv_models::bert::synthetic::tiny_vocab(case.cfg.vocab_size)).unwrap();
     let prefix = src.join("bert_model.ckpt");
-    tfconv::synthetic::write_bert_checkpoint(&prefix, &case.cfg, case.head, case.seed, case.trainer_state)
+    tfconv::synthetic::write_checkpoint(&prefix, &tfconv_models::bert::synthetic::checkpoint(&case.cfg, case.head, case.seed, case.trainer_state))
         .map_err(|e| TestCaseError::fail(format!("writing the checkpoint: {e}")))?;
 
     let mut worst = (0f64, 0f64);

@@ -5,6 +5,7 @@ use std::path::Path;
 use crate::plan::{Plan, PlanError, SourceVar};
 use crate::probe::{Outputs, Probes};
 use crate::stage::{Stage, Values};
+use crate::synthetic::GoldenCase;
 use crate::tf_graph::OriginalWeights;
 
 /// Everything tfconv needs from one architecture, for one checkpoint.
@@ -24,11 +25,6 @@ pub trait Architecture: Send + Sync {
     fn probes(&self, seed: u64, batch: usize, seq_len: Option<usize>) -> Probes;
     /// The longest sequence the model takes (its positions), if it has a limit.
     fn max_seq_len(&self) -> Option<usize>;
-    /// The candle model on HF-named weights, per-layer outputs in forward order.
-    fn candle_outputs(&self, vb: candle_nn::VarBuilder, inputs: &Values) -> candle_core::Result<Outputs>;
-    /// The original model in TensorFlow, restoring the original checkpoint.
-    fn reference_outputs(&self, weights: &OriginalWeights, inputs: &Values) -> anyhow::Result<Outputs>;
-
     /// The forward pass as ordered stages; running them in order with [`crate::stage::chain`]
     /// is what `candle_outputs` and `reference_outputs` compute, output for output.
     fn stages(&self) -> Vec<Stage>;
@@ -38,6 +34,25 @@ pub trait Architecture: Send + Sync {
     /// One stage in TensorFlow: a fresh graph restoring exactly `stage.original_vars`, with
     /// placeholders for `stage.inputs` (picked from `inputs`).
     fn reference_stage(&self, stage: &Stage, weights: &OriginalWeights, inputs: &Values) -> anyhow::Result<Values>;
+
+    /// The candle model on HF-named weights, every stage output in forward order.
+    fn candle_outputs(&self, vb: candle_nn::VarBuilder, inputs: &Values) -> candle_core::Result<Outputs> {
+        let run = |stage: &Stage, ins: &Values| Ok(self.candle_stage(stage, vb.clone(), ins)?);
+        crate::stage::chain(&self.stages(), inputs, run).map(|v| v.to_outputs()).map_err(candle_core::Error::msg)
+    }
+    /// The original model in TensorFlow, restoring the original checkpoint: every stage in turn.
+    fn reference_outputs(&self, weights: &OriginalWeights, inputs: &Values) -> anyhow::Result<Outputs> {
+        Ok(crate::stage::chain(&self.stages(), inputs, |stage, ins| self.reference_stage(stage, weights, ins))?.to_outputs())
+    }
+
+    /// HF keys of this class that are tied to another key (alias, tied-to), which other
+    /// converters may store as a copy; verify accepts such a copy when it is identical.
+    fn tied_aliases(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+    /// How transformers' `ModelOutput` of this class names the head outputs, as (tfconv output,
+    /// attribute): the interop suite reads the HF model's outputs by these names.
+    fn hf_output_fields(&self) -> Vec<(&'static str, &'static str)>;
 }
 
 /// User choices about tokenizer files.
@@ -47,21 +62,59 @@ pub struct TokenizerOptions {
     pub do_lower_case: Option<bool>,
 }
 
+/// What building an architecture gives: the model, or why the config or checkpoint cannot be one.
+pub type Built = Result<Box<dyn Architecture>, String>;
+
+/// One architecture family as the registry knows it.
+pub struct Family {
+    /// HF's `model_type`.
+    pub model_type: &'static str,
+    /// Original config file names, tried beside the checkpoint when no config is given.
+    pub config_names: &'static [&'static str],
+    /// Whether a checkpoint's variable names are this family's (for --model-type detection).
+    pub looks_like: fn(&[SourceVar]) -> bool,
+    /// The architecture for an original config and the checkpoint's variables.
+    pub from_original: fn(&serde_json::Value, &[SourceVar]) -> Built,
+    /// The architecture for an HF folder's `config.json` (for `tfconv verify`).
+    pub from_hf_config: fn(&serde_json::Value) -> Built,
+    /// The bundled golden fixtures (`cargo xtask golden` writes them).
+    pub golden_cases: fn() -> Vec<GoldenCase>,
+}
+
+/// Every architecture tfconv converts: one line each.
+pub const FAMILIES: &[Family] = &[crate::bert::FAMILY, crate::albert::FAMILY];
+
 /// Model types tfconv knows, for messages.
-pub const MODEL_TYPES: &[&str] = &["bert"];
+pub fn model_types() -> Vec<&'static str> {
+    FAMILIES.iter().map(|f| f.model_type).collect()
+}
+
+/// The original config file names of `model_type` (every family's, for an unknown type).
+pub fn config_names(model_type: &str) -> Vec<&'static str> {
+    match family(model_type) {
+        Some(f) => f.config_names.to_vec(),
+        None => FAMILIES.iter().flat_map(|f| f.config_names.iter().copied()).collect(),
+    }
+}
+
+fn family(model_type: &str) -> Option<&'static Family> {
+    FAMILIES.iter().find(|f| f.model_type == model_type)
+}
+
+/// Every bundled golden case, in registry order.
+pub fn golden_cases() -> Vec<GoldenCase> {
+    FAMILIES.iter().flat_map(|f| (f.golden_cases)()).collect()
+}
 
 /// Guesses the model type from variable names; an error says why when it cannot.
 pub fn detect_model_type(vars: &[SourceVar]) -> Result<&'static str, String> {
-    let mut hits = Vec::new();
-    if crate::bert::looks_like(vars) {
-        hits.push("bert");
-    }
+    let hits: Vec<&'static str> = FAMILIES.iter().filter(|f| (f.looks_like)(vars)).map(|f| f.model_type).collect();
     match hits.as_slice() {
         [one] => Ok(one),
         [] => Err(format!(
             "could not tell the model type from the variable names (first few: {}); pass --model-type (one of: {})",
             vars.iter().take(5).map(|v| v.name.as_str()).collect::<Vec<_>>().join(", "),
-            MODEL_TYPES.join(", ")
+            model_types().join(", ")
         )),
         many => Err(format!("the variable names fit several model types ({}); pass --model-type", many.join(", "))),
     }
@@ -69,17 +122,13 @@ pub fn detect_model_type(vars: &[SourceVar]) -> Result<&'static str, String> {
 
 /// An architecture for an original checkpoint: its original config and its variables.
 pub fn from_original(model_type: &str, original_config: &serde_json::Value, vars: &[SourceVar]) -> Result<Box<dyn Architecture>, String> {
-    match model_type {
-        "bert" => Ok(Box::new(crate::bert::Bert::from_original(original_config, vars)?)),
-        other => Err(format!("unknown model type '{other}' (known: {})", MODEL_TYPES.join(", "))),
-    }
+    let f = family(model_type).ok_or_else(|| format!("unknown model type '{model_type}' (known: {})", model_types().join(", ")))?;
+    (f.from_original)(original_config, vars)
 }
 
 /// An architecture for an existing HF folder's `config.json` (for `tfconv verify`).
 pub fn from_hf_config(config: &serde_json::Value) -> Result<Box<dyn Architecture>, String> {
     let model_type = config.get("model_type").and_then(|v| v.as_str()).ok_or("config.json has no model_type")?;
-    match model_type {
-        "bert" => Ok(Box::new(crate::bert::Bert::from_hf_config(config)?)),
-        other => Err(format!("model_type '{other}' is not supported (known: {})", MODEL_TYPES.join(", "))),
-    }
+    let f = family(model_type).ok_or_else(|| format!("model_type '{model_type}' is not supported (known: {})", model_types().join(", ")))?;
+    (f.from_hf_config)(config)
 }

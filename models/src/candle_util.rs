@@ -2,6 +2,8 @@
 //! name, LayerNorm with an explicit eps, the additive attention mask, attention.
 
 use candle_core::{DType, Result, Tensor};
+
+use crate::stage::{Stage, Value, Values};
 use candle_nn::{Linear, Module, VarBuilder};
 
 /// An activation named the way HF's `hidden_act` names it.
@@ -119,4 +121,23 @@ pub fn to_output(xs: &Tensor) -> Result<(Vec<usize>, Vec<f32>)> {
 /// The first position of [B, S, H] as [B, H].
 pub fn first_token(xs: &Tensor) -> Result<Tensor> {
     xs.narrow(1, 0, 1)?.squeeze(1)
+}
+
+/// Runs one stage in candle: picks `stage.inputs` from `inputs`, runs `part` on them (in that
+/// order) with float32 weights from `vb`, and names its outputs as `stage.outputs`.
+pub fn run_stage(
+    vb: VarBuilder,
+    stage: &Stage,
+    inputs: &Values,
+    part: impl FnOnce(&VarBuilder, &[Tensor]) -> Result<Vec<Tensor>>,
+) -> Result<Values> {
+    let vb = vb.set_dtype(DType::F32);
+    let inputs = inputs.pick(&stage.inputs).map_err(candle_core::Error::msg)?;
+    let tensors = inputs.0.iter().map(|(_, v)| v.to_tensor(vb.device())).collect::<Result<Vec<_>>>()?;
+    let outputs = part(&vb, &tensors)?;
+    if outputs.len() != stage.outputs.len() {
+        candle_core::bail!("stage {} produced {} outputs, but declares {:?}", stage.name, outputs.len(), stage.outputs);
+    }
+    let values = outputs.iter().map(Value::from_tensor).collect::<Result<Vec<_>>>()?;
+    Ok(Values(stage.outputs.iter().cloned().zip(values).collect()))
 }

@@ -1,6 +1,7 @@
 //! Everything tfconv knows about each architecture, one module per architecture, plus the
 //! shared vocabulary they are written in (plans, probes, outputs, variable roles).
 
+pub mod albert;
 pub mod arch;
 pub mod bert;
 pub mod candle_util;
@@ -8,4 +9,5 @@ pub mod plan;
 pub mod probe;
 pub mod roles;
 pub mod stage;
+pub mod synthetic;
 pub mod tf_graph;

@@ -78,15 +78,65 @@ pub struct Mapping {
     pub shape: Vec<usize>,
 }
 
+/// What a synthesized tensor holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fill {
+    /// The identity matrix (square shape).
+    Identity,
+    Zeros,
+}
+
+impl Fill {
+    /// The float32 values of a tensor of `shape` filled this way.
+    pub fn values(self, shape: &[usize]) -> Vec<f32> {
+        let n: usize = shape.iter().product();
+        match (self, shape) {
+            (Fill::Identity, [rows, cols]) => (0..n).map(|i| if i / cols == i % cols && i / cols < *rows { 1.0 } else { 0.0 }).collect(),
+            _ => vec![0.0; n],
+        }
+    }
+}
+
+impl fmt::Display for Fill {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Fill::Identity => "identity",
+            Fill::Zeros => "zeros",
+        })
+    }
+}
+
+/// An output tensor with no source variable: the target class has a module the original
+/// computes without (ALBERT's embedding projection when E == H is the identity).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Synthesized {
+    pub target: String,
+    pub shape: Vec<usize>,
+    pub fill: Fill,
+    /// Why the tensor is made rather than converted.
+    pub reason: String,
+}
+
 /// The complete, checked plan of a conversion.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Plan {
     /// Output tensors in state-dict order.
     pub mappings: Vec<Mapping>,
+    /// Output tensors made without a source, written after the mappings.
+    pub synthesized: Vec<Synthesized>,
     /// Source variables deliberately not converted, with their role.
     pub skipped: Vec<(String, Role)>,
     /// Model weights the target class has no place for, with the reason.
     pub dropped: Vec<(String, String)>,
+}
+
+impl Plan {
+    /// Every output tensor with its shape: the mappings, then the synthesized ones.
+    pub fn targets(&self) -> impl Iterator<Item = (&str, &[usize])> {
+        let mapped = self.mappings.iter().map(|m| (m.target.as_str(), m.shape.as_slice()));
+        mapped.chain(self.synthesized.iter().map(|s| (s.target.as_str(), s.shape.as_slice())))
+    }
 }
 
 /// Why a plan could not be made. Every list names all offenders, not just the first.
@@ -107,6 +157,7 @@ pub enum PlanError {
 pub struct PlanBuilder<'a> {
     vars: BTreeMap<&'a str, &'a SourceVar>,
     mappings: Vec<Mapping>,
+    synthesized: Vec<Synthesized>,
     dropped: Vec<(String, String)>,
     missing: Vec<String>,
     shape_errors: Vec<String>,
@@ -117,6 +168,7 @@ impl<'a> PlanBuilder<'a> {
         PlanBuilder {
             vars: vars.iter().map(|v| (v.name.as_str(), v)).collect(),
             mappings: Vec::new(),
+            synthesized: Vec::new(),
             dropped: Vec::new(),
             missing: Vec::new(),
             shape_errors: Vec::new(),
@@ -159,6 +211,11 @@ impl<'a> PlanBuilder<'a> {
         self.mappings.push(Mapping { target, source, transforms, shape });
     }
 
+    /// Adds an output tensor that no source variable provides.
+    pub fn synthesize(&mut self, target: impl Into<String>, shape: Vec<usize>, fill: Fill, reason: impl Into<String>) {
+        self.synthesized.push(Synthesized { target: target.into(), shape, fill, reason: reason.into() });
+    }
+
     /// Records a weight the target class deliberately has no place for.
     pub fn drop_unused(&mut self, source: &str, reason: &str) {
         self.dropped.push((source.to_string(), reason.to_string()));
@@ -188,6 +245,6 @@ impl<'a> PlanBuilder<'a> {
         if !unmapped.is_empty() {
             return Err(PlanError::Unmapped(unmapped));
         }
-        Ok(Plan { mappings: self.mappings, skipped, dropped: self.dropped })
+        Ok(Plan { mappings: self.mappings, synthesized: self.synthesized, skipped, dropped: self.dropped })
     }
 }

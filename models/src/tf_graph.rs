@@ -5,9 +5,13 @@
 //! Ops are added with `Graph::new_operation` directly; type attributes that TF can infer from
 //! the inputs (`T`, `Tidx`, `Tshape`, …) are left to TF.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
 
 use anyhow::{anyhow, bail, Context, Result};
+use tensorflow::Shape;
+
+use crate::stage::{Stage, Value, Values};
 use tensorflow::{
     DataType, Graph, Operation, OperationDescription, Output, Session, SessionOptions, SessionRunArgs, Status, Tensor,
 };
@@ -435,4 +439,84 @@ impl GraphBuilder {
         session.close().map_err(tf("close"))?;
         Ok(results)
     }
+}
+
+/// Restored float32 variables by original name. Remembers which ones the graph read, so that a
+/// stage restoring a variable it never reads is an error: a stage's variables are exactly what
+/// its graph uses.
+pub struct Vars {
+    restored: HashMap<String, Output>,
+    read: RefCell<BTreeSet<String>>,
+}
+
+impl Vars {
+    pub fn restore(g: &mut GraphBuilder, weights: &OriginalWeights, names: &[String]) -> Result<Vars> {
+        Ok(Vars { restored: g.restore_f32(weights, names)?, read: RefCell::default() })
+    }
+
+    pub fn get(&self, name: &str) -> Result<Output> {
+        let out = self.restored.get(name).with_context(|| format!("variable {name} was not restored"))?;
+        self.read.borrow_mut().insert(name.to_string());
+        Ok(out.clone())
+    }
+
+    pub fn check_all_read(&self) -> Result<()> {
+        let read = self.read.borrow();
+        let mut unread: Vec<&str> = self.restored.keys().filter(|n| !read.contains(*n)).map(String::as_str).collect();
+        unread.sort();
+        match unread.is_empty() {
+            true => Ok(()),
+            false => bail!("restored but never read: {}", unread.join(", ")),
+        }
+    }
+}
+
+/// `value` as a feed of `dtype`: ids as int32 (as the original feeds them), the rest float.
+pub fn feed(name: &str, value: &Value, dtype: DataType) -> Result<Feed> {
+    match (value, dtype) {
+        (Value::Int { shape, data }, DataType::Int32) => {
+            let data = data.iter().map(|&x| i32::try_from(x)).collect::<Result<Vec<_>, _>>().with_context(|| format!("{name} does not fit in int32"))?;
+            Feed::i32(shape, &data)
+        }
+        (Value::Int { shape, data }, _) => Feed::f32(shape, &data.iter().map(|&x| x as f32).collect::<Vec<_>>()),
+        (Value::Float { shape, data }, DataType::Float) => Feed::f32(shape, data),
+        (Value::Float { .. }, _) => bail!("{name} must be integer ids, got floats"),
+    }
+}
+
+/// Runs one stage in TensorFlow: a fresh graph restoring exactly `stage.original_vars`, with a
+/// placeholder per `stage.inputs` (int32 for the names in `int_inputs`, float otherwise), built
+/// by `build` from the restored variables and the placeholders (in `stage.inputs` order, with
+/// the fed values for their shapes). Every restored variable must be read.
+pub fn run_stage(
+    weights: &OriginalWeights,
+    stage: &Stage,
+    inputs: &Values,
+    int_inputs: &[&str],
+    build: impl FnOnce(&mut GraphBuilder, &Vars, &[Output], &Values) -> Result<Vec<Output>>,
+) -> Result<Values> {
+    let inputs = inputs.pick(&stage.inputs).map_err(anyhow::Error::msg)?;
+    let mut g = GraphBuilder::new();
+    let vars = Vars::restore(&mut g, weights, &stage.original_vars)?;
+    let mut placeholders = Vec::new();
+    let mut feeds = Vec::new();
+    for (name, value) in &inputs.0 {
+        let dtype = if int_inputs.contains(&name.as_str()) { DataType::Int32 } else { DataType::Float };
+        let shape = Shape::from(Some(value.shape().iter().map(|&d| Some(d as i64)).collect()));
+        let op = g.op("Placeholder", &[], |nd| {
+            nd.set_attr_type("dtype", dtype)?;
+            Ok(nd.set_attr_shape("shape", &shape)?)
+        })?;
+        let placeholder = Output { operation: op, index: 0 };
+        feeds.push((placeholder.clone(), feed(name, value, dtype)?));
+        placeholders.push(placeholder);
+    }
+    let outs = build(&mut g, &vars, &placeholders, &inputs).with_context(|| format!("building TensorFlow stage {}", stage.name))?;
+    vars.check_all_read().with_context(|| format!("TensorFlow stage {}", stage.name))?;
+    if outs.len() != stage.outputs.len() {
+        bail!("stage {} produced {} outputs, but declares {:?}", stage.name, outs.len(), stage.outputs);
+    }
+    let feed_refs: Vec<(&Output, &Feed)> = feeds.iter().map(|(o, f)| (o, f)).collect();
+    let results = g.run(&feed_refs, &outs.iter().collect::<Vec<_>>()).with_context(|| format!("TensorFlow stage {}", stage.name))?;
+    Ok(Values(stage.outputs.iter().cloned().zip(results).map(|(name, (shape, data))| (name, Value::Float { shape, data })).collect()))
 }

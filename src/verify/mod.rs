@@ -252,18 +252,6 @@ pub fn index_problems(index: &ShardIndex, files: &[PathBuf]) -> Result<Vec<Strin
     Ok(problems)
 }
 
-/// Parameters HF ties, per model class: (alias, the planned tensor it is tied to). HF's own
-/// `transformers convert` torch.save's the full state dict, so its folders hold these aliases as
-/// extra tensors. This belongs to the architecture (a `tied_aliases()` on `Architecture` in
-/// models/src/arch.rs); it lives here until the trait grows that method.
-pub const TIED_ALIASES: &[(&str, &[(&str, &str)])] = &[(
-    "BertForPreTraining",
-    &[
-        ("cls.predictions.decoder.weight", "bert.embeddings.word_embeddings.weight"),
-        ("cls.predictions.decoder.bias", "cls.predictions.bias"),
-    ],
-)];
-
 /// The tie aliases a folder holds beside the tensors they are tied to.
 #[derive(Debug, Default)]
 pub struct Ties {
@@ -274,14 +262,17 @@ pub struct Ties {
     pub problems: Vec<String>,
 }
 
-/// Compares every tie alias of `class` that the folder holds (and the plan does not map) with
-/// the planned tensor it is tied to. `from_pretrained` keeps one of the two for both names, so
-/// they must be bit-identical for the folder to mean one model.
-pub fn check_ties(class: &str, plan: &Plan, found: &BTreeMap<String, TensorMeta>, files: &[PathBuf]) -> Result<Ties> {
+/// Compares every tie alias of `arch` (see [`Architecture::tied_aliases`]) that the folder holds
+/// (and the plan does not map) with the planned tensor it is tied to: HF's own `transformers
+/// convert` torch.save's the full state dict, so its folders hold these aliases as extra tensors.
+/// `from_pretrained` keeps one of the two for both names, so they must be bit-identical for the
+/// folder to mean one model.
+pub fn check_ties(arch: &dyn Architecture, plan: &Plan, found: &BTreeMap<String, TensorMeta>, files: &[PathBuf]) -> Result<Ties> {
     let mut ties = Ties::default();
-    let aliases = TIED_ALIASES.iter().filter(|(c, _)| *c == class).flat_map(|(_, a)| a.iter());
-    let planned = |name: &str| plan.mappings.iter().any(|m| m.target == name);
-    for &(alias, target) in aliases {
+    let class = arch.class_name();
+    let planned = |name: &str| plan.targets().any(|(t, _)| t == name);
+    for (alias, target) in arch.tied_aliases() {
+        let (alias, target) = (alias.as_str(), target.as_str());
         let (Some(a), Some(t)) = (found.get(alias), found.get(target)) else { continue };
         if planned(alias) || !planned(target) {
             continue;
@@ -343,14 +334,21 @@ pub fn structural_problems(plan: &Plan, found: &BTreeMap<String, TensorMeta>, ti
             _ => {}
         }
     }
+    for s in &plan.synthesized {
+        match found.get(&s.target) {
+            None => problems.push(format!("missing weight {} ({}: {})", s.target, s.fill, s.reason)),
+            Some((_, shape)) if *shape != s.shape => problems.push(format!("{} has shape {shape:?}, expected {:?}", s.target, s.shape)),
+            _ => {}
+        }
+    }
     let is_alias = |name: &String| ties.identical.contains(name) || ties.differing.contains(name);
     for name in found.keys().filter(|n| !is_alias(n)) {
-        if !plan.mappings.iter().any(|m| &m.target == name) {
+        if !plan.targets().any(|(t, _)| t == name) {
             problems.push(format!("unexpected weight {name}"));
         }
     }
     problems.extend(ties.problems.iter().cloned());
-    let expected: u64 = plan.mappings.iter().map(|m| m.shape.iter().product::<usize>() as u64).sum();
+    let expected: u64 = plan.targets().map(|(_, shape)| shape.iter().product::<usize>() as u64).sum();
     // A differing alias is already reported above; counting it again would only add noise.
     let present: u64 = found.iter().filter(|(n, _)| !is_alias(n)).map(|(_, (_, s))| s.iter().product::<usize>() as u64).sum();
     if expected != present {
@@ -465,7 +463,7 @@ pub fn verify(
             arch.model_type()
         ));
     }
-    let ties = check_ties(arch.class_name(), plan, &found, &files)?;
+    let ties = check_ties(arch, plan, &found, &files)?;
     structural.extend(structural_problems(plan, &found, &ties));
     // Each distinct tensor once: an identical tie alias is the same parameter under a second name.
     let parameters: u64 =

@@ -99,26 +99,25 @@ def probe_inputs(probes):
     return {t["name"]: torch.tensor(t["data"], dtype=DTYPES[t["dtype"]]).reshape(t["shape"]) for t in probes["inputs"]}
 
 
-def tfconv_outputs(model, cls, probes):
-    """The model's outputs under tfconv's names, in forward order."""
+def tfconv_outputs(model, case, probes, layers):
+    """The model's outputs under tfconv's names, in forward order. `case["outputs"]` maps tfconv's
+    head outputs to the attributes of the class's ModelOutput. `layers` is how many "layer.{i}"
+    outputs tfconv has: transformers 5 records ALBERT's hidden states per inner layer, so when it
+    reports a multiple of that, every k-th one ends a tfconv layer."""
     inputs = probe_inputs(probes)
     out = {}
     with torch.no_grad():
         base = model.base_model(**inputs, output_hidden_states=True)
-        out["embeddings"] = base.hidden_states[0]
-        for i, h in enumerate(base.hidden_states[1:]):
+        hidden = base.hidden_states
+        out["embeddings"] = hidden[0]
+        step = (len(hidden) - 1) // layers if layers and (len(hidden) - 1) % layers == 0 else 1
+        for i, h in enumerate(hidden[step::step]):
             out[f"layer.{i}"] = h
         if getattr(base, "pooler_output", None) is not None:
             out["pooler"] = base.pooler_output
         full = model(**inputs)
-        if cls == "BertForPreTraining":
-            out["mlm_logits"] = full.prediction_logits
-            out["nsp_logits"] = full.seq_relationship_logits
-        elif cls == "BertForSequenceClassification":
-            out["logits"] = full.logits
-        elif cls == "BertForQuestionAnswering":
-            out["start_logits"] = full.start_logits
-            out["end_logits"] = full.end_logits
+        for ours, theirs in case["outputs"].items():
+            out[ours] = getattr(full, theirs)
     return out
 
 
@@ -131,7 +130,8 @@ def check(case):
     with open(case["probes"]) as f:
         probes = json.load(f)
     expected = load_file(case["expected"])
-    got = tfconv_outputs(model, case["class"], probes)
+    layers = sum(1 for name in expected if name.startswith("layer."))
+    got = tfconv_outputs(model, case, probes, layers)
     result = {"load": load_issues, "logged": logged, "other": [], "numeric": [], "first": None, "worst": 0.0}
     result["other"] += [f"no output {name}" for name in expected if name not in got]
     result["other"] += [f"unexpected output {name}" for name in got if name not in expected]

@@ -29,7 +29,7 @@ fn synthetic_bert(dir: &Path, name: &str, layers: usize, hidden: usize) -> Resul
     if !prefix.with_extension("ckpt.index").is_file() {
         std::fs::create_dir_all(&ckpt_dir)?;
         let cfg: BertConfig = serde_json::from_value(config.clone())?;
-        tfconv::synthetic::write_bert_checkpoint(&prefix, &cfg, Head::PreTraining, 11, false)?;
+        tfconv::synthetic::write_checkpoint(&prefix, &tfconv_models::bert::synthetic::checkpoint(&cfg, Head::PreTraining, 11, false))?;
         std::fs::write(ckpt_dir.join("bert_config.json"), config.to_string())?;
     }
     Ok(prefix)

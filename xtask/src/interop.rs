@@ -5,10 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use serde_json::json;
 
-use crate::{golden, run};
+use crate::run;
+use tfconv_models::arch::{self, Architecture};
 
 const TORCH: &str = "torch==2.15.0";
 /// The transformers releases checked: the last 4.x and a pinned 5.x.
@@ -50,10 +51,28 @@ fn transformers_dir(python: &Path, version: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// The HF class each golden case loads as.
-fn class_of(folder: &Path) -> Result<String> {
+/// The architecture a converted folder's `config.json` describes.
+fn arch_of(folder: &Path) -> Result<Box<dyn Architecture>> {
     let config: serde_json::Value = serde_json::from_slice(&std::fs::read(folder.join("config.json"))?)?;
-    Ok(config["architectures"][0].as_str().context("config.json without architectures")?.to_string())
+    arch::from_hf_config(&config).map_err(|e| anyhow!("{}: {e}", folder.display()))
+}
+
+/// A case for check.py: the folder, the class it loads as and where its head outputs are found.
+fn case_json(name: &str, folder: &Path, golden_dir: &Path) -> Result<serde_json::Value> {
+    let model = arch_of(folder)?;
+    let fields: serde_json::Map<String, serde_json::Value> =
+        model.hf_output_fields().into_iter().map(|(ours, theirs)| (ours.to_string(), json!(theirs))).collect();
+    Ok(json!({
+        "name": name,
+        "folder": folder,
+        "class": model.class_name(),
+        "outputs": fields,
+        "probes": golden_dir.join("probes.json"),
+        "expected": golden_dir.join("expected.safetensors"),
+        // The same tolerance as `tfconv verify` for float32 output.
+        "atol": 1e-5,
+        "rtol": 1e-4,
+    }))
 }
 
 /// Transposes one square weight in a converted safetensors folder: a silent conversion bug
@@ -80,12 +99,13 @@ fn break_one_tensor(folder: &Path, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Adds BertForPreTraining's tied aliases to the state dict at argv[1], as HF's converter saves them.
-const HF_ALIASES: &str = "import sys, torch
+/// Adds the tied aliases argv[2] (JSON [[alias, tied-to], ...]) to the state dict at argv[1], as
+/// HF's converter saves them.
+const HF_ALIASES: &str = "import json, sys, torch
 p = sys.argv[1]
 sd = torch.load(p, weights_only=True)
-sd['cls.predictions.decoder.weight'] = sd['bert.embeddings.word_embeddings.weight']
-sd['cls.predictions.decoder.bias'] = sd['cls.predictions.bias']
+for alias, target in json.loads(sys.argv[2]):
+    sd[alias] = sd[target]
 torch.save(sd, p)
 ";
 
@@ -97,34 +117,26 @@ pub fn run_suite(root: &Path) -> Result<()> {
         std::fs::remove_dir_all(&work)?;
     }
     let mut cases = Vec::new();
-    for case in golden::CASES {
-        let golden_dir = root.join("golden").join(case);
+    let golden_cases = arch::golden_cases();
+    for case in &golden_cases {
+        let (name, golden_dir) = (case.dir, root.join("golden").join(case.dir));
         let forms: [(&str, PathBuf, &[&str]); 3] = [
-            ("safetensors", work.join(format!("{case}-safetensors")), &[]),
-            ("sharded", work.join(format!("{case}-sharded")), &["--max-shard-size", "60kB"]),
-            ("bin", work.join(format!("{case}-bin")).join("pytorch_model.bin"), &[]),
+            ("safetensors", work.join(format!("{name}-safetensors")), &[]),
+            ("sharded", work.join(format!("{name}-sharded")), &["--max-shard-size", "60kB"]),
+            ("bin", work.join(format!("{name}-bin")).join("pytorch_model.bin"), &[]),
         ];
         for (form, output, extra) in forms {
             let status = Command::new(&tfconv)
                 .arg("convert")
-                .arg("--tf-checkpoint").arg(golden_dir.join("bert_model.ckpt"))
+                .arg("--tf-checkpoint").arg(golden_dir.join(case.checkpoint))
                 .arg("--output").arg(&output)
                 .args(extra)
                 .status()?;
             if !status.success() {
-                bail!("converting {case} as {form} failed");
+                bail!("converting {name} as {form} failed");
             }
             let folder = if form == "bin" { output.parent().unwrap().to_path_buf() } else { output };
-            cases.push(json!({
-                "name": format!("{case}/{form}"),
-                "folder": folder,
-                "class": class_of(&folder)?,
-                "probes": golden_dir.join("probes.json"),
-                "expected": golden_dir.join("expected.safetensors"),
-                // The same tolerance as `tfconv verify` for float32 output.
-                "atol": 1e-5,
-                "rtol": 1e-4,
-            }));
+            cases.push(case_json(&format!("{name}/{form}"), &folder, &golden_dir)?);
         }
     }
     // The command transformers documents: pytorch_model.bin written into the checkpoint's own
@@ -142,31 +154,20 @@ pub fn run_suite(root: &Path) -> Result<()> {
     if !status.success() {
         bail!("converting bert beside its checkpoint failed");
     }
-    cases.push(json!({
-        "name": "bert/beside-checkpoint",
-        "folder": beside,
-        "class": class_of(&beside)?,
-        "probes": golden_bert.join("probes.json"),
-        "expected": golden_bert.join("expected.safetensors"),
-        "atol": 1e-5,
-        "rtol": 1e-4,
-    }));
+    cases.push(case_json("bert/beside-checkpoint", &beside, &golden_bert)?);
     // The suite must fail on a silently wrong conversion: one square kernel left transposed. It
     // loads cleanly, so it must fail on the numbers, first at the layer it belongs to.
     let broken = work.join("bert-broken");
     copy_dir(&work.join("bert-safetensors"), &broken)?;
     break_one_tensor(&broken, "bert.encoder.layer.1.attention.self.query.weight")?;
+    // A folder whose config cannot be read back is still described as BERT's golden model.
+    let bert_fields = case_json("bert", &work.join("bert-safetensors"), &golden_bert)?;
     let must_fail = |name: &str, folder: &Path, why: &str| {
-        json!({
-            "name": name,
-            "folder": folder,
-            "class": "BertForPreTraining",
-            "probes": golden_bert.join("probes.json"),
-            "expected": golden_bert.join("expected.safetensors"),
-            "atol": 1e-5,
-            "rtol": 1e-4,
-            "expect_failure": why,
-        })
+        let mut case = bert_fields.clone();
+        case["name"] = json!(name);
+        case["folder"] = json!(folder);
+        case["expect_failure"] = json!(why);
+        case
     };
     let mut case = must_fail("bert/transposed-query (must fail)", &broken, "numeric");
     case["expect_divergence_at"] = json!("layer.1");
@@ -184,19 +185,20 @@ pub fn run_suite(root: &Path) -> Result<()> {
     }
     // What `transformers convert` writes: the full state dict, tied aliases saved as the same
     // tensors. `tfconv verify` accepts it, so transformers must load it cleanly too.
+    // What `transformers convert` writes: the full state dict, tied aliases saved as the same
+    // tensors. `tfconv verify` accepts it, so transformers must load it cleanly too.
     let python = torch_environment()?;
-    let hf_style = work.join("bert-hf-state-dict");
-    copy_dir(&work.join("bert-bin"), &hf_style)?;
-    run(Command::new(&python).arg("-c").arg(HF_ALIASES).arg(hf_style.join("pytorch_model.bin")))?;
-    cases.push(json!({
-        "name": "bert/hf-state-dict",
-        "folder": hf_style,
-        "class": "BertForPreTraining",
-        "probes": golden_bert.join("probes.json"),
-        "expected": golden_bert.join("expected.safetensors"),
-        "atol": 1e-5,
-        "rtol": 1e-4,
-    }));
+    for case in &golden_cases {
+        let converted = work.join(format!("{}-bin", case.dir));
+        let aliases = arch_of(&converted)?.tied_aliases();
+        if aliases.is_empty() {
+            continue;
+        }
+        let hf_style = work.join(format!("{}-hf-state-dict", case.dir));
+        copy_dir(&converted, &hf_style)?;
+        run(Command::new(&python).arg("-c").arg(HF_ALIASES).arg(hf_style.join("pytorch_model.bin")).arg(serde_json::to_string(&aliases)?))?;
+        cases.push(case_json(&format!("{}/hf-state-dict", case.dir), &hf_style, &root.join("golden").join(case.dir))?);
+    }
     let cases_file = work.join("cases.json");
     std::fs::write(&cases_file, serde_json::to_vec_pretty(&cases)?)?;
 

@@ -55,10 +55,11 @@ fn demo() -> Result<()> {
     let tfconv = root.join("target").join("debug").join("tfconv");
     let out = root.join("target").join("demo");
     let mut failed = Vec::new();
-    for case in golden::CASES {
-        let ckpt = root.join("golden").join(case).join("bert_model.ckpt");
-        let dest = out.join(case);
-        let report = out.join(format!("{case}.report.json"));
+    let cases = tfconv_models::arch::golden_cases();
+    for case in &cases {
+        let ckpt = root.join("golden").join(case.dir).join(case.checkpoint);
+        let dest = out.join(case.dir);
+        let report = out.join(format!("{}.report.json", case.dir));
         let status = Command::new(&tfconv)
             .arg("convert")
             .arg("--tf-checkpoint").arg(&ckpt)
@@ -67,13 +68,13 @@ fn demo() -> Result<()> {
             .arg("--report").arg(&report)
             .status()?;
         if !status.success() {
-            failed.push(case.to_string());
+            failed.push(case.dir.to_string());
         }
     }
     if !failed.is_empty() {
         bail!("verification failed for: {}", failed.join(", "));
     }
-    println!("all {} golden checkpoints converted and verified; folders in {}", golden::CASES.len(), out.display());
+    println!("all {} golden checkpoints converted and verified; folders in {}", cases.len(), out.display());
     Ok(())
 }
 

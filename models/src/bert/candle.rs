@@ -10,7 +10,7 @@ use candle_nn::{Embedding, Linear, VarBuilder};
 use super::{parts, BertConfig, Head, Part};
 use crate::candle_util::{self, Activation, LayerNorm};
 use crate::probe::Outputs;
-use crate::stage::{Stage, Value, Values};
+use crate::stage::{Stage, Values};
 
 struct Embeddings {
     word: Embedding,
@@ -252,15 +252,7 @@ fn run_part(vb: &VarBuilder, cfg: &BertConfig, head: Head, part: Part, inputs: &
 
 /// One stage on `inputs` (at least `stage.inputs`), loading only that stage's weights.
 pub fn stage(vb: VarBuilder, cfg: &BertConfig, head: Head, part: Part, stage: &Stage, inputs: &Values) -> Result<Values> {
-    let vb = vb.set_dtype(DType::F32);
-    let inputs = inputs.pick(&stage.inputs).map_err(candle_core::Error::msg)?;
-    let tensors = inputs.0.iter().map(|(_, v)| v.to_tensor(vb.device())).collect::<Result<Vec<_>>>()?;
-    let outputs = run_part(&vb, cfg, head, part, &tensors)?;
-    if outputs.len() != stage.outputs.len() {
-        candle_core::bail!("stage {} produced {} outputs, but declares {:?}", stage.name, outputs.len(), stage.outputs);
-    }
-    let values = outputs.iter().map(Value::from_tensor).collect::<Result<Vec<_>>>()?;
-    Ok(Values(stage.outputs.iter().cloned().zip(values).collect()))
+    candle_util::run_stage(vb, stage, inputs, |vb, xs| run_part(vb, cfg, head, part, xs))
 }
 
 /// Runs BERT with `head` on the probe `inputs` (see [`super::probes`]), returning "embeddings",

@@ -12,6 +12,7 @@ use crate::stage::{Stage, Values};
 pub mod candle;
 pub mod probes;
 pub mod reference;
+pub mod synthetic;
 
 /// `bert_config.json` as released, which is also a valid HF `config.json` for BERT (HF adds keys).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -133,7 +134,8 @@ pub fn tf2_name(path: &str) -> String {
 /// TF2 encoder whose first layer is an embedding and whose layers hold `_attention_layer`s.
 pub fn looks_like(vars: &[SourceVar]) -> bool {
     let has = |name: &str| vars.iter().any(|v| v.name == name);
-    has("bert/embeddings/word_embeddings")
+    // ALBERT shares `bert/embeddings`; BERT's own mark is its per-layer scopes.
+    (has("bert/embeddings/word_embeddings") && vars.iter().any(|v| v.name.starts_with("bert/encoder/layer_")))
         || (has(&tf2_name("layer_with_weights-0/embeddings")) && vars.iter().any(|v| v.name.contains("/_attention_layer/")))
 }
 
@@ -530,6 +532,16 @@ pub fn vocab_is_lowercase(vocab: &str) -> bool {
         .any(|t| t.chars().any(|c| c.is_uppercase()))
 }
 
+/// BERT's line in the registry.
+pub const FAMILY: crate::arch::Family = crate::arch::Family {
+    model_type: "bert",
+    config_names: &["bert_config.json", "config.json"],
+    looks_like,
+    from_original: |config, vars| Ok(Box::new(Bert::from_original(config, vars)?)),
+    from_hf_config: |config| Ok(Box::new(Bert::from_hf_config(config)?)),
+    golden_cases: synthetic::golden_cases,
+};
+
 impl crate::arch::Architecture for Bert {
     fn model_type(&self) -> &'static str {
         "bert"
@@ -594,6 +606,23 @@ impl crate::arch::Architecture for Bert {
         match self.layout {
             Layout::Tf1 => reference::forward(weights, &cfg, self.head, inputs),
             Layout::Tf2Objects => reference::forward_tf2(weights, &cfg, inputs),
+        }
+    }
+    fn tied_aliases(&self) -> Vec<(String, String)> {
+        match self.head {
+            Head::PreTraining => vec![
+                ("cls.predictions.decoder.weight".into(), "bert.embeddings.word_embeddings.weight".into()),
+                ("cls.predictions.decoder.bias".into(), "cls.predictions.bias".into()),
+            ],
+            _ => Vec::new(),
+        }
+    }
+    fn hf_output_fields(&self) -> Vec<(&'static str, &'static str)> {
+        match self.head {
+            Head::PreTraining => vec![("mlm_logits", "prediction_logits"), ("nsp_logits", "seq_relationship_logits")],
+            Head::SequenceClassification { .. } => vec![("logits", "logits")],
+            Head::QuestionAnswering => vec![("start_logits", "start_logits"), ("end_logits", "end_logits")],
+            Head::Base => Vec::new(),
         }
     }
     fn stages(&self) -> Vec<Stage> {

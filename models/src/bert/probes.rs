@@ -1,44 +1,17 @@
 //! BERT's probe inputs: "input_ids", "token_type_ids" and "attention_mask", each [batch, seq].
 
 use super::BertConfig;
-use crate::probe::{padding_mask, Probes, Rng};
-use crate::stage::{Value, Values};
+use crate::probe::{sentence_pairs, Probes};
 
-/// Seeded probes of `batch` rows of `seq_len` positions. Row lengths spread between 1 and
-/// `seq_len` so padding is exercised: the first row is always full (every position embedding
-/// row is used), the last is length 1 when batch > 1, the others random. Real tokens get random
-/// ids in [0, vocab), padding id 0; token types switch to 1 half way through each row (when the
-/// model has a second type), as a sentence pair would. The draws (each row's length, then its
-/// ids) are in a fixed order: the golden probes.json files were drawn this way from seed 7.
+/// BERT's probes: [`sentence_pairs`] over its vocabulary and token types.
 pub fn random(cfg: &BertConfig, seed: u64, batch: usize, seq_len: usize) -> Probes {
-    let mut rng = Rng::new(seed);
-    let (mut lengths, mut ids, mut types) = (Vec::new(), Vec::new(), Vec::new());
-    for b in 0..batch {
-        let len = if batch == 1 || b == 0 {
-            seq_len
-        } else if b == batch - 1 {
-            1
-        } else {
-            1 + rng.below(seq_len as u64) as usize
-        };
-        for s in 0..seq_len {
-            let real = s < len;
-            ids.push(if real { rng.below(cfg.vocab_size as u64) as i64 } else { 0 });
-            types.push((real && cfg.type_vocab_size > 1 && s >= len.div_ceil(2)) as i64);
-        }
-        lengths.push(len);
-    }
-    let shape = vec![batch, seq_len];
-    let mut inputs = Values::default();
-    inputs.push("input_ids", Value::Int { shape: shape.clone(), data: ids });
-    inputs.push("token_type_ids", Value::Int { shape, data: types });
-    inputs.push("attention_mask", padding_mask(&lengths, seq_len));
-    Probes { seed, inputs }
+    sentence_pairs(cfg.vocab_size, cfg.type_vocab_size, seed, batch, seq_len)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stage::Value;
 
     fn cfg(vocab: usize, types: usize) -> BertConfig {
         serde_json::from_value(serde_json::json!({

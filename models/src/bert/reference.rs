@@ -6,7 +6,6 @@
 //! object-based checkpoints. Each [`Part`] is built by one function whether it runs alone (a
 //! stage: its own graph, its inputs fed through placeholders) or chained into the whole model.
 
-use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 
 use anyhow::{bail, Context, Result};
@@ -15,7 +14,7 @@ use tensorflow::{DataType, Output, Shape};
 use super::{parts, tf2_name, BertConfig, Head, Part};
 use crate::probe::Outputs;
 use crate::stage::{Stage, Value, Values};
-use crate::tf_graph::{Feed, GraphBuilder, OriginalWeights};
+use crate::tf_graph::{feed, Feed, GraphBuilder, OriginalWeights, Vars};
 
 /// The original google-research/bert variables `part` reads.
 pub fn original_vars(part: Part) -> Vec<String> {
@@ -111,36 +110,6 @@ pub enum Original<'a> {
     Tf2 { attention_outputs: &'a [&'static str] },
 }
 
-/// Restored float32 variables by original name. Remembers which ones the graph read, so that a
-/// stage restoring a variable it never reads is an error: a stage's variables are exactly what
-/// its graph uses.
-struct Vars {
-    restored: HashMap<String, Output>,
-    read: RefCell<BTreeSet<String>>,
-}
-
-impl Vars {
-    fn restore(g: &mut GraphBuilder, weights: &OriginalWeights, names: &[String]) -> Result<Vars> {
-        Ok(Vars { restored: g.restore_f32(weights, names)?, read: RefCell::default() })
-    }
-
-    fn get(&self, name: &str) -> Result<Output> {
-        let out = self.restored.get(name).with_context(|| format!("variable {name} was not restored"))?;
-        self.read.borrow_mut().insert(name.to_string());
-        Ok(out.clone())
-    }
-
-    fn check_all_read(&self) -> Result<()> {
-        let read = self.read.borrow();
-        let mut unread: Vec<&str> = self.restored.keys().filter(|n| !read.contains(*n)).map(String::as_str).collect();
-        unread.sort();
-        match unread.is_empty() {
-            true => Ok(()),
-            false => bail!("restored but never read: {}", unread.join(", ")),
-        }
-    }
-}
-
 /// Batch size and sequence length of a graph, read off the values fed to it (restored variables
 /// have no static shape, so TF cannot infer them). Every value between BERT's stages is [B, S]
 /// (ids, mask) or [B, S, H] (hidden states), except the pooled output, [B, H]: a graph fed only
@@ -170,18 +139,6 @@ fn placeholder_dtype(name: &str) -> DataType {
     match name {
         "input_ids" | "token_type_ids" => DataType::Int32,
         _ => DataType::Float,
-    }
-}
-
-fn feed(name: &str, value: &Value, dtype: DataType) -> Result<Feed> {
-    match (value, dtype) {
-        (Value::Int { shape, data }, DataType::Int32) => {
-            let data = data.iter().map(|&x| i32::try_from(x)).collect::<Result<Vec<_>, _>>().with_context(|| format!("{name} does not fit in int32"))?;
-            Feed::i32(shape, &data)
-        }
-        (Value::Int { shape, data }, _) => Feed::f32(shape, &data.iter().map(|&x| x as f32).collect::<Vec<_>>()),
-        (Value::Float { shape, data }, DataType::Float) => Feed::f32(shape, data),
-        (Value::Float { .. }, _) => bail!("{name} must be integer ids, got floats"),
     }
 }
 
