@@ -372,8 +372,11 @@ fn config_findings(config: &serde_json::Value, unused: &[&str], lacking: &[&str]
         let parts: Vec<&str> = name.split('.').collect();
         parts.iter().position(|p| p.parse::<usize>().is_ok()).map(|i| (parts[..i].join("."), parts[i].parse::<usize>().unwrap()))
     };
-    // Tensors grouped by layer ("layers 2, 10: encoder.layer.2.*, encoder.layer.10.*"), and the rest.
-    let group = |names: &[&str]| -> (Option<(String, usize)>, Vec<String>) {
+    // Tensors grouped by numbered block ("layers 2, 10: encoder.layer.2.*, encoder.layer.10.*"), and
+    // the rest. Only a block named as a layer is blamed on the layer count; others (ALBERT's
+    // shared `albert_layer_groups.1`) are named by their own stem.
+    let is_layer_stem = |stem: &str| matches!(stem.rsplit('.').next(), Some("layer" | "layers" | "h" | "block"));
+    let group = |names: &[&str]| -> (Option<(String, usize, bool)>, Vec<String>) {
         let mut per_layer: BTreeMap<(String, usize), usize> = BTreeMap::new();
         let mut other = Vec::new();
         for name in names {
@@ -384,26 +387,31 @@ fn config_findings(config: &serde_json::Value, unused: &[&str], lacking: &[&str]
         }
         let layers: Vec<String> = per_layer.keys().map(|(_, l)| l.to_string()).collect();
         let globs: Vec<String> = per_layer.keys().map(|(stem, l)| format!("{stem}.{l}.*")).collect();
+        let all_layers = per_layer.keys().all(|(stem, _)| is_layer_stem(stem));
         let which = (!layers.is_empty()).then(|| {
-            (format!("{} {}: {}", if layers.len() == 1 { "layer" } else { "layers" }, layers.join(", "), globs.join(", ")), per_layer.values().sum())
+            let what = match all_layers {
+                true => format!("{} {}: {}", if layers.len() == 1 { "layer" } else { "layers" }, layers.join(", "), globs.join(", ")),
+                false => globs.join(", "),
+            };
+            (what, per_layer.values().sum(), all_layers)
         });
         (which, other)
     };
-    let blame = |what: String| match &layer_key {
-        Some(key) => format!("{key}, but {what}"),
-        None => what,
+    let blame = |what: String, layers: bool| match (&layer_key, layers) {
+        (Some(key), true) => format!("{key}, but {what}"),
+        _ => what,
     };
     let mut findings = Vec::new();
     let (layers, other) = group(unused);
-    if let Some((which, count)) = layers {
-        findings.push(blame(format!("the folder holds weights for {which} ({count} tensors unused by a model built from config.json)")));
+    if let Some((which, count, is_layers)) = layers {
+        findings.push(blame(format!("the folder holds weights for {which} ({count} tensors unused by a model built from config.json)"), is_layers));
     }
     if !other.is_empty() {
         findings.push(format!("{} tensor(s) the folder holds are unused by a model built from config.json: {}", other.len(), other.join(", ")));
     }
     let (layers, other) = group(lacking);
-    if let Some((which, count)) = layers {
-        findings.push(blame(format!("the folder holds no weights for {which} ({count} tensors a model built from config.json needs)")));
+    if let Some((which, count, is_layers)) = layers {
+        findings.push(blame(format!("the folder holds no weights for {which} ({count} tensors a model built from config.json needs)"), is_layers));
     }
     if !other.is_empty() {
         findings.push(format!("a model built from config.json needs {}, which the folder does not hold", other.join(", ")));

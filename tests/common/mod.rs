@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use sha2::{Digest, Sha256};
+
+pub mod mutation;
 use tfconv::source::{self, testing::BundleBuilder};
 
 pub fn golden(rel: &str) -> PathBuf {
