@@ -27,17 +27,22 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Copies a golden case's checkpoint, config and vocabulary into `dir`; returns the prefix.
+/// Copies a golden case's checkpoint, config and tokenizer files (what a release ships, not the
+/// probes and expected outputs) into `dir`; returns the prefix.
 pub fn copy_golden(case: &str, dir: &Path) -> PathBuf {
+    let golden_case = tfconv_models::arch::golden_cases().into_iter().find(|c| c.dir == case).unwrap_or_else(|| panic!("no golden case {case}"));
     std::fs::create_dir_all(dir).unwrap();
     for entry in std::fs::read_dir(golden(case)).unwrap() {
         let name = entry.unwrap().file_name();
         let name = name.to_str().unwrap();
-        if name.starts_with("bert_model.ckpt") || name == "bert_config.json" || name == "vocab.txt" {
+        let shipped = name.starts_with(golden_case.checkpoint)
+            || name == golden_case.config_file
+            || golden_case.files.iter().any(|(f, _)| *f == name);
+        if shipped {
             std::fs::copy(golden(case).join(name), dir.join(name)).unwrap();
         }
     }
-    dir.join("bert_model.ckpt")
+    dir.join(golden_case.checkpoint)
 }
 
 /// Copies golden/bert's checkpoint into `dir` with its variables edited, plus its config and vocab.
