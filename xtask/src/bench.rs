@@ -1,8 +1,10 @@
-//! `cargo xtask bench`: converting a BERT-base-sized checkpoint (110M parameters, 440 MB,
-//! written by TensorFlow), timed against a durable copy of the same bytes in the same run, with peak RSS
-//! against the largest tensor; then `convert --verify` on BERT-base, on BERT-large (24 layers,
-//! hidden 1024, 340M parameters, 1.3 GB) and on a 12-layer model of BERT-large's width, whose
-//! peak RSS shows whether verify's memory grows with depth.
+//! `cargo xtask bench [bert|albert]`: converting a checkpoint written by TensorFlow, timed
+//! against a durable copy of the same bytes in the same run, with peak RSS against the largest
+//! tensor. BERT: BERT-base (110M parameters, 440 MB), then `convert --verify` on BERT-base, on
+//! BERT-large (24 layers, hidden 1024, 340M parameters, 1.3 GB) and on a 12-layer model of
+//! BERT-large's width, whose peak RSS shows whether verify's memory grows with depth. ALBERT:
+//! an xxlarge-width model (E 128, H 4096, I 16384) with two groups, 1.7 GB, converted, then
+//! verified on short probes (verify's memory follows its largest stage, one group).
 
 use std::path::Path;
 use std::process::Command;
@@ -54,43 +56,85 @@ fn tempfile_path(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("tfconv-bench-{}-{name}", std::process::id()))
 }
 
-pub fn run(root: &Path) -> Result<()> {
-    tfconv::tf_runtime::install()?;
-    run_cmd(Command::new("cargo").args(["build", "--release", "--quiet", "--package", "tfconv", "--bin", "tfconv"]).current_dir(root))?;
-    let tfconv = root.join("target").join("release").join("tfconv");
-    let dir = root.join("target").join("bench");
-    let prefix = synthetic_bert(&dir, "bert-base", 12, 768)?;
-    let ckpt_dir = prefix.parent().context("prefix has a folder")?.to_path_buf();
-    let data = ckpt_dir.join("bert_model.ckpt.data-00000-of-00001");
-    let bytes = std::fs::metadata(&data)?.len() as f64;
+/// Converts the checkpoint at `prefix` (data file `data`), timed against a durable copy of the
+/// same bytes made just before, and prints both with the peak RSS against the largest tensor.
+fn convert_against_copy(tfconv: &Path, dir: &Path, label: &str, prefix: &Path, data: &Path, largest_mb: f64) -> Result<()> {
+    let bytes = std::fs::metadata(data)?.len() as f64;
     // Warm the page cache so both runs read from memory.
-    std::fs::read(&data)?;
-
+    std::fs::read(data)?;
     // Baseline: a durable copy of the same bytes (tfconv also syncs its output before the rename).
     let copy = dir.join("copy.bin");
     let start = Instant::now();
-    std::fs::copy(&data, &copy)?;
+    std::fs::copy(data, &copy)?;
     std::fs::File::open(&copy)?.sync_all()?;
     let cp_secs = start.elapsed().as_secs_f64();
     std::fs::remove_file(&copy)?;
     let out = dir.join("out");
-    let convert = |extra: &[&str]| -> Result<(f64, f64)> {
-        measure(
-            Command::new(&tfconv)
-                .arg("convert").arg("--tf-checkpoint").arg(&prefix).arg("--output").arg(&out).arg("--force")
-                .args(extra),
-        )
-    };
-    let (conv_secs, conv_rss) = convert(&[])?;
-    let largest = 30522.0 * 768.0 * 4.0 / 1e6;
-    println!("BERT-base checkpoint: {:.0} MB of weights, largest tensor {largest:.0} MB", bytes / 1e6);
+    let (conv_secs, conv_rss) =
+        measure(Command::new(tfconv).arg("convert").arg("--tf-checkpoint").arg(prefix).arg("--output").arg(&out).arg("--force"))?;
+    std::fs::remove_dir_all(&out)?;
+    println!("{label} checkpoint: {:.0} MB of weights, largest tensor {largest_mb:.0} MB", bytes / 1e6);
     println!("copy + fsync of the data {cp_secs:>7.2} s");
     println!("tfconv convert           {conv_secs:>7.2} s   peak RSS {conv_rss:>6.0} MiB   time ratio to the copy {:.2}", conv_secs / cp_secs);
+    Ok(())
+}
+
+pub fn run(root: &Path, which: Option<&str>) -> Result<()> {
+    tfconv::tf_runtime::install()?;
+    run_cmd(Command::new("cargo").args(["build", "--release", "--quiet", "--package", "tfconv", "--bin", "tfconv"]).current_dir(root))?;
+    let tfconv = root.join("target").join("release").join("tfconv");
+    let dir = root.join("target").join("bench");
+    match which {
+        None => {
+            bert(&tfconv, &dir)?;
+            albert(&tfconv, &dir)
+        }
+        Some("bert") => bert(&tfconv, &dir),
+        Some("albert") => albert(&tfconv, &dir),
+        Some(other) => bail!("unknown benchmark {other} (bert, albert)"),
+    }
+}
+
+/// ALBERT-xxlarge's widths with two groups, so the checkpoint passes 1 GB.
+fn albert(tfconv: &Path, dir: &Path) -> Result<()> {
+    use tfconv_models::albert::{synthetic, AlbertConfig, Head};
+    let config = serde_json::json!({
+        "attention_probs_dropout_prob": 0.0, "hidden_act": "gelu", "hidden_dropout_prob": 0.0,
+        "embedding_size": 128, "hidden_size": 4096, "initializer_range": 0.01, "intermediate_size": 16384,
+        "max_position_embeddings": 512, "num_attention_heads": 64, "num_hidden_layers": 12,
+        "num_hidden_groups": 2, "inner_group_num": 1, "type_vocab_size": 2, "vocab_size": 30000
+    });
+    let ckpt_dir = dir.join("albert-xxlarge-2-groups");
+    let prefix = ckpt_dir.join("model.ckpt-best");
+    if !ckpt_dir.join("model.ckpt-best.index").is_file() {
+        std::fs::create_dir_all(&ckpt_dir)?;
+        let cfg: AlbertConfig = serde_json::from_value(config.clone())?;
+        let vars = synthetic::checkpoint(&cfg, Head::PreTraining, synthetic::Spelling::default(), 12, false);
+        tfconv::synthetic::write_checkpoint(&prefix, &vars)?;
+        std::fs::write(ckpt_dir.join("albert_config.json"), config.to_string())?;
+    }
+    let data = ckpt_dir.join("model.ckpt-best.data-00000-of-00001");
+    convert_against_copy(tfconv, dir, "ALBERT-xxlarge width, 2 groups", &prefix, &data, 4096.0 * 16384.0 * 4.0 / 1e6)?;
+    let out = dir.join("albert-out");
+    let (secs, rss) = measure(
+        Command::new(tfconv)
+            .arg("convert").arg("--tf-checkpoint").arg(&prefix).arg("--output").arg(&out).arg("--force")
+            .args(["--verify", "--seq-len", "16"]),
+    )?;
+    std::fs::remove_dir_all(&out)?;
+    println!("convert --verify (probes 3 × 16)   {secs:>7.2} s   peak RSS {rss:>6.0} MiB");
+    Ok(())
+}
+
+fn bert(tfconv: &Path, dir: &Path) -> Result<()> {
+    let prefix = synthetic_bert(dir, "bert-base", 12, 768)?;
+    let data = prefix.with_extension("ckpt.data-00000-of-00001");
+    convert_against_copy(tfconv, dir, "BERT-base", &prefix, &data, 30522.0 * 768.0 * 4.0 / 1e6)?;
 
     // Verify: wall time and peak RSS by depth and width, probes 3 × 128.
     let mut peaks = Vec::new();
     for (name, layers, hidden) in [("bert-base", 12, 768), ("bert-large-12-layers", 12, 1024), ("bert-large", 24, 1024)] {
-        let prefix = synthetic_bert(&dir, name, layers, hidden)?;
+        let prefix = synthetic_bert(dir, name, layers, hidden)?;
         let bytes = std::fs::metadata(prefix.with_extension("ckpt.data-00000-of-00001"))?.len() as f64;
         let out = dir.join(format!("{name}-out"));
         // Twice: the faster wall time (the first run may still be paying for cold caches or the
@@ -98,7 +142,7 @@ pub fn run(root: &Path) -> Result<()> {
         let mut runs = Vec::new();
         for _ in 0..2 {
             runs.push(measure(
-                Command::new(&tfconv)
+                Command::new(tfconv)
                     .arg("convert").arg("--tf-checkpoint").arg(&prefix).arg("--output").arg(&out).arg("--force")
                     .args(["--verify", "--seq-len", "128"]),
             )?);

@@ -78,6 +78,14 @@ fn case_json(name: &str, folder: &Path, golden_dir: &Path) -> Result<serde_json:
 /// Transposes one square weight in a converted safetensors folder: a silent conversion bug
 /// that the suite must catch.
 fn break_one_tensor(folder: &Path, name: &str) -> Result<()> {
+    rewrite_one_tensor(folder, name, |data, shape| {
+        let [rows, cols] = shape else { bail!("{name} is not a matrix") };
+        Ok(tfconv::convert::transpose(data, *rows, *cols, 4))
+    })
+}
+
+/// Replaces one float32 tensor of a converted safetensors folder by `change(bytes, shape)`.
+fn rewrite_one_tensor(folder: &Path, name: &str, change: impl Fn(&[u8], &[usize]) -> Result<Vec<u8>>) -> Result<()> {
     let path = folder.join("model.safetensors");
     let bytes = std::fs::read(&path)?;
     let st = safetensors::SafeTensors::deserialize(&bytes)?;
@@ -85,8 +93,7 @@ fn break_one_tensor(folder: &Path, name: &str) -> Result<()> {
     for (n, view) in st.tensors() {
         let mut data = view.data().to_vec();
         if n == name {
-            let [rows, cols] = view.shape() else { bail!("{name} is not a matrix") };
-            data = tfconv::convert::transpose(&data, *rows, *cols, 4);
+            data = change(&data, view.shape())?;
         }
         tensors.push((n, data, view.shape().to_vec()));
     }
@@ -171,6 +178,18 @@ pub fn run_suite(root: &Path) -> Result<()> {
     };
     let mut case = must_fail("bert/transposed-query (must fail)", &broken, "numeric");
     case["expect_divergence_at"] = json!("layer.1");
+    cases.push(case);
+    // ALBERT with E == H: what HF's own converter leaves behind, the projection at its random
+    // initialisation instead of the identity. It loads cleanly and must fail at the embeddings.
+    let random_projection = work.join("albert-shared-random-projection");
+    copy_dir(&work.join("albert-shared-safetensors"), &random_projection)?;
+    rewrite_one_tensor(&random_projection, "albert.encoder.embedding_hidden_mapping_in.weight", |data, _| {
+        let mut rng = tfconv::synthetic::Rng::new(3);
+        Ok((0..data.len() / 4).flat_map(|_| (rng.uniform(0.02 * 3f32.sqrt())).to_le_bytes()).collect())
+    })?;
+    let mut case = case_json("albert-shared/random-projection (must fail)", &random_projection, &root.join("golden").join("albert-shared"))?;
+    case["expect_failure"] = json!("numeric");
+    case["expect_divergence_at"] = json!("embeddings");
     cases.push(case);
     // And the harness must read transformers' log: a config.json with one layer fewer or more
     // than the weights leaves weights unused or newly initialized, which only the log reports.

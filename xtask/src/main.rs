@@ -31,8 +31,8 @@ fn main() -> Result<()> {
             interop::run_suite(&workspace_root())?;
         }
         Some("interop") => interop::run_suite(&workspace_root())?,
-        Some("bench") => bench::run(&workspace_root())?,
-        _ => bail!("usage: cargo xtask <setup-tf|golden|demo|test|interop|bench>"),
+        Some("bench") => bench::run(&workspace_root(), args.get(1).map(String::as_str))?,
+        _ => bail!("usage: cargo xtask <setup-tf|golden|demo|test|interop|bench [bert|albert]>"),
     }
     Ok(())
 }
