@@ -142,3 +142,29 @@ fn sop_rows_swapped_diverge_at_sop() {
     });
     assert_diverges_at(&verify(&c), "sop_logits");
 }
+
+/// A folder holding HF's tied aliases (as `transformers convert` saves the full state dict)
+/// passes when each alias is its tensor, and fails naming both when it is not.
+#[test]
+fn tied_decoder_aliases_pass_when_identical_and_fail_when_not() {
+    let c = convert_golden("albert", "float32");
+    damage_weights(&c, |t| {
+        let words = t["albert.embeddings.word_embeddings.weight"].clone();
+        let bias = t["predictions.bias"].clone();
+        t.insert("predictions.decoder.weight".into(), words);
+        t.insert("predictions.decoder.bias".into(), bias);
+    });
+    let v = verify(&c);
+    assert_eq!(v.code, 0, "identical tied aliases must pass; {}", v.describe());
+
+    damage_weights(&c, |t| {
+        let alias = t.get_mut("predictions.decoder.bias").unwrap();
+        let mut values = alias.f32s();
+        values[0] += 1.0;
+        alias.set_f32s(&values);
+    });
+    let v = verify(&c);
+    assert_eq!(v.code, 1, "{}", v.describe());
+    let problems = v.structural_problems().join("\n");
+    assert!(problems.contains("predictions.decoder.bias is tied to predictions.bias in AlbertForPreTraining, but the two differ (1 of 97 elements)"), "{problems}");
+}

@@ -598,3 +598,90 @@ impl crate::arch::Architecture for Albert {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn var(name: &str) -> SourceVar {
+        SourceVar { name: name.into(), shape: vec![4] }
+    }
+
+    fn cfg(layers: usize, groups: usize, inner: usize) -> AlbertConfig {
+        serde_json::from_value(json!({
+            "vocab_size": 10, "embedding_size": 4, "hidden_size": 8, "num_hidden_layers": layers,
+            "num_hidden_groups": groups, "inner_group_num": inner, "num_attention_heads": 2, "intermediate_size": 12
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn norms_are_read_in_creation_order_in_either_spelling() {
+        let scope = "bert/encoder/transformer/group_0/inner_group_0";
+        let released = [var(&format!("{scope}/LayerNorm_1/gamma")), var(&format!("{scope}/LayerNorm/gamma")), var(&format!("{scope}/LayerNorm/beta"))];
+        assert_eq!(norms_in(&released, scope), ["LayerNorm", "LayerNorm_1"]);
+        // Keras numbers across the model: _10 comes after _9, not after _1.
+        let keras = [var(&format!("{scope}/layer_normalization_10/gamma")), var(&format!("{scope}/layer_normalization_9/gamma"))];
+        assert_eq!(norms_in(&keras, scope), ["layer_normalization_9", "layer_normalization_10"]);
+        let nested = [var(&format!("{scope}/ffn_1/LayerNorm/gamma"))];
+        assert!(norms_in(&nested, scope).is_empty(), "only norms directly under the scope count");
+        let names = Names::detect(&cfg(1, 1, 1), &[var("module/bert/embeddings/layer_normalization/gamma"), var(&format!("module/{scope}/layer_normalization_1/gamma")), var(&format!("module/{scope}/layer_normalization_2/gamma"))]);
+        assert_eq!(names.prefix, "module/");
+        assert_eq!(names.embedding_norm, "layer_normalization");
+        assert_eq!(names.block_norms, vec![vec![["layer_normalization_1".to_string(), "layer_normalization_2".to_string()]]]);
+        assert_eq!(names.mlm_norm, "LayerNorm", "absent: the released name, which the plan then reports missing");
+    }
+
+    #[test]
+    fn groups_follow_the_original_and_hf_disagreements_are_refused() {
+        let c = cfg(12, 3, 1);
+        let groups: Vec<usize> = (0..12).map(|l| c.original_group(l)).collect();
+        assert_eq!(groups, [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]);
+        assert!(c.check_hf_can_run().is_ok());
+        assert!(cfg(4, 2, 3).check_hf_can_run().unwrap_err().contains("IndexError"));
+        let e = cfg(22, 22, 1).check_hf_can_run().unwrap_err();
+        assert!(e.contains("layer 15 in group 14 but transformers runs it in group 15"), "{e}");
+        // Exhaustively, for the depths released models use: agreement means every group is run.
+        for l in 1..=24 {
+            for g in 1..=l {
+                let c = cfg(l, g, 1);
+                if c.check_hf_can_run().is_ok() {
+                    assert!((0..g).all(|k| (0..l).any(|i| c.original_group(i) == k)), "L={l} G={g}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn detection_tells_albert_from_bert_and_names_ambiguity() {
+        let albert = [var("bert/embeddings/word_embeddings"), var("bert/encoder/transformer/group_0/inner_group_0/attention_1/self/query/kernel")];
+        let bert = [var("bert/embeddings/word_embeddings"), var("bert/encoder/layer_0/attention/self/query/kernel")];
+        assert_eq!(crate::arch::detect_model_type(&albert), Ok("albert"));
+        assert_eq!(crate::arch::detect_model_type(&bert), Ok("bert"));
+        let hub: Vec<SourceVar> = albert.iter().map(|v| var(&format!("module/{}", v.name))).collect();
+        assert_eq!(crate::arch::detect_model_type(&hub), Ok("albert"));
+        let both: Vec<SourceVar> = albert.iter().chain(&bert).cloned().collect();
+        assert_eq!(crate::arch::detect_model_type(&both).unwrap_err(), "the variable names fit several model types (bert, albert); pass --model-type");
+    }
+
+    #[test]
+    fn config_json_says_what_the_original_computes() {
+        let original = json!({
+            "vocab_size": 10, "embedding_size": 4, "hidden_size": 8, "num_hidden_layers": 2, "num_attention_heads": 2,
+            "intermediate_size": 12, "hidden_act": "gelu", "down_scale_factor": 1
+        });
+        let albert = Albert::from_original(&original, &[var("output_weights")]).unwrap();
+        let hf = crate::arch::Architecture::hf_config(&albert, "float32", Some("sst-2"));
+        assert_eq!((hf["hidden_act"].as_str(), hf["model_type"].as_str()), (Some("gelu_new"), Some("albert")));
+        assert_eq!((hf["num_hidden_groups"].as_u64(), hf["inner_group_num"].as_u64()), (Some(1), Some(1)));
+        assert_eq!(hf["architectures"][0], "AlbertForSequenceClassification");
+        assert_eq!(hf["finetuning_task"], "sst-2");
+        // The converted config reads back as the same model.
+        let back = Albert::from_hf_config(&hf).unwrap();
+        assert_eq!((back.cfg, back.head), (albert.cfg.clone(), albert.head));
+        let mut relu = original.clone();
+        relu["hidden_act"] = json!("relu");
+        let relu = Albert::from_original(&relu, &[]).unwrap();
+        assert_eq!(crate::arch::Architecture::hf_config(&relu, "float32", None)["hidden_act"], "relu");
+    }
+}
