@@ -349,10 +349,16 @@ fn convert(args: ConvertArgs) -> crate::Result<u8> {
         "converted {} as {} ({} tensors, {} optimizer/bookkeeping variables skipped) into {}",
         done.checkpoint.path().display(),
         done.arch.class_name(),
-        done.plan.mappings.len(),
+        done.plan.mappings.len() + done.plan.synthesized.len(),
         done.plan.skipped.len(),
         done.folder.display()
     );
+    for s in &done.plan.synthesized {
+        eprintln!("  made {} as {} ({})", s.target, s.fill, s.reason);
+    }
+    for (name, why) in &done.plan.dropped {
+        eprintln!("  dropped {name} ({why})");
+    }
     for file in &done.files {
         eprintln!("  wrote {}", file.display());
     }

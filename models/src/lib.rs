@@ -11,3 +11,4 @@ pub mod roles;
 pub mod stage;
 pub mod synthetic;
 pub mod tf_graph;
+pub mod xlnet;

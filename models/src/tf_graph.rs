@@ -234,6 +234,40 @@ impl GraphBuilder {
     pub fn softmax(&mut self, x: &Output) -> Result<Output> {
         self.apply("Softmax", &[x])
     }
+    pub fn sin(&mut self, x: &Output) -> Result<Output> {
+        self.apply("Sin", &[x])
+    }
+    pub fn cos(&mut self, x: &Output) -> Result<Output> {
+        self.apply("Cos", &[x])
+    }
+    pub fn greater(&mut self, a: &Output, b: &Output) -> Result<Output> {
+        self.apply("Greater", &[a, b])
+    }
+    pub fn equal(&mut self, a: &Output, b: &Output) -> Result<Output> {
+        self.apply("Equal", &[a, b])
+    }
+    pub fn logical_not(&mut self, x: &Output) -> Result<Output> {
+        self.apply("LogicalNot", &[x])
+    }
+    /// `tf.one_hot(indices, depth)` as float32 on the last axis.
+    pub fn one_hot(&mut self, indices: &Output, depth: i32) -> Result<Output> {
+        let (d, on, off) = (self.scalar_i32(depth)?, self.scalar_f32(1.0)?, self.scalar_f32(0.0)?);
+        self.apply("OneHot", &[indices, &d, &on, &off])
+    }
+    /// `tf.tile(x, multiples)`.
+    pub fn tile(&mut self, x: &Output, multiples: &[i32]) -> Result<Output> {
+        let m = self.const_i32(multiples)?;
+        self.apply("Tile", &[x, &m])
+    }
+    /// `tf.concat(values, axis)` (ConcatV2 takes the list first, then the axis).
+    pub fn concat(&mut self, values: &[Output], axis: i32) -> Result<Output> {
+        let axis = self.scalar_i32(axis)?;
+        let name = self.fresh_name("ConcatV2");
+        let mut nd = self.graph.new_operation("ConcatV2", &name)?;
+        nd.add_input_list(values);
+        nd.add_input(axis);
+        nd.finish().map_err(tf("ConcatV2")).map(Self::out)
+    }
     pub fn cast(&mut self, x: &Output, to: DataType) -> Result<Output> {
         self.op("Cast", &[x], |nd| Ok(nd.set_attr_type("DstT", to)?)).map(Self::out)
     }
