@@ -170,7 +170,12 @@ pub fn prepare(opts: &ConvertOptions) -> Result<Prepared> {
         None => arch::detect_model_type(&vars).map_err(|e| Error::Mapping(format!("{}: {e}", ckpt.path().display())))?.to_string(),
     };
     let (config_path, config) = find_config(ckpt.path(), opts.config.as_deref(), &model_type)?;
-    let (arch, plan) = original_model(ckpt.as_ref(), &vars, &model_type, &config_path, config, &opts.config_overrides)?;
+    // The task name picks the head where a checkpoint's heads are named by task (XLNet).
+    let mut overrides = opts.config_overrides.clone();
+    if let Some(task) = &opts.finetuning_task {
+        overrides.push(("finetuning_task".into(), serde_json::Value::from(task.as_str())));
+    }
+    let (arch, plan) = original_model(ckpt.as_ref(), &vars, &model_type, &config_path, config, &overrides)?;
     Ok(Prepared { checkpoint: ckpt, arch, plan, config_path })
 }
 

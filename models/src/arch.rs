@@ -53,6 +53,34 @@ pub trait Architecture: Send + Sync {
     /// How transformers' `ModelOutput` of this class names the head outputs, as (tfconv output,
     /// attribute): the interop suite reads the HF model's outputs by these names.
     fn hf_output_fields(&self) -> Vec<(&'static str, &'static str)>;
+
+    /// The forward calls the interop suite makes to read every output from transformers. By
+    /// default one call on all probe inputs, whose `hidden_states` are the embeddings and layer
+    /// outputs in order.
+    fn hf_passes(&self) -> Vec<HfPass> {
+        let hidden_states = self
+            .stages()
+            .iter()
+            .flat_map(|st| st.outputs.iter())
+            .filter(|o| *o == "embeddings" || o.strip_prefix("layer.").is_some_and(|i| i.parse::<usize>().is_ok()))
+            .cloned()
+            .collect();
+        vec![HfPass { inputs: None, hidden_states, fields: self.hf_output_fields(), unexposed: Vec::new() }]
+    }
+}
+
+/// One forward call of the HF model in the interop suite.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HfPass {
+    /// The probe inputs passed (None: all of them).
+    pub inputs: Option<Vec<&'static str>>,
+    /// tfconv's names for the base model's `hidden_states`, in order.
+    pub hidden_states: Vec<String>,
+    /// (tfconv output, attribute of the class's output) for the head outputs.
+    pub fields: Vec<(&'static str, &'static str)>,
+    /// Stage outputs transformers computes inside and does not return (XLNet's sequence
+    /// summary): compared by `verify` only.
+    pub unexposed: Vec<&'static str>,
 }
 
 /// User choices about tokenizer files.

@@ -60,13 +60,11 @@ fn arch_of(folder: &Path) -> Result<Box<dyn Architecture>> {
 /// A case for check.py: the folder, the class it loads as and where its head outputs are found.
 fn case_json(name: &str, folder: &Path, golden_dir: &Path) -> Result<serde_json::Value> {
     let model = arch_of(folder)?;
-    let fields: serde_json::Map<String, serde_json::Value> =
-        model.hf_output_fields().into_iter().map(|(ours, theirs)| (ours.to_string(), json!(theirs))).collect();
     Ok(json!({
         "name": name,
         "folder": folder,
         "class": model.class_name(),
-        "outputs": fields,
+        "passes": model.hf_passes(),
         "probes": golden_dir.join("probes.json"),
         "expected": golden_dir.join("expected.safetensors"),
         // The same tolerance as `tfconv verify` for float32 output.

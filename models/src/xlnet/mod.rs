@@ -530,4 +530,21 @@ impl crate::arch::Architecture for Xlnet {
             Head::SequenceClassification { .. } => vec![("logits", "logits")],
         }
     }
+    /// The content stream alone, then both streams: transformers returns each layer's (h, g)
+    /// pair in `hidden_states` and the query stream's logits when given a target mapping.
+    fn hf_passes(&self) -> Vec<crate::arch::HfPass> {
+        let layers = 0..self.cfg.n_layer;
+        let content = crate::arch::HfPass {
+            inputs: Some(vec!["input_ids", "token_type_ids", "attention_mask"]),
+            hidden_states: std::iter::once("embeddings".to_string()).chain(layers.clone().map(|i| format!("layer.{i}"))).collect(),
+            fields: self.hf_output_fields(),
+            unexposed: if self.two_stream() { Vec::new() } else { vec!["summary"] },
+        };
+        if !self.two_stream() {
+            return vec![content];
+        }
+        let mut both = vec!["embeddings".to_string(), "embeddings.query".to_string()];
+        both.extend(layers.flat_map(|i| [format!("layer.{i}.perm"), format!("layer.{i}.query")]));
+        vec![content, crate::arch::HfPass { inputs: None, hidden_states: both, fields: vec![("lm_logits.query", "logits")], unexposed: Vec::new() }]
+    }
 }
