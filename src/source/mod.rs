@@ -10,6 +10,8 @@ mod dtype;
 pub use dtype::DType;
 
 pub mod bundle;
+mod mapped;
+pub mod numpy;
 pub mod ordered_code;
 pub mod proto;
 pub mod resolve;
@@ -19,15 +21,18 @@ pub mod testing;
 pub mod tf_v1;
 
 pub use bundle::Bundle;
+pub use numpy::NumpyShards;
 pub use resolve::{resolve, Resolved};
 pub use tf_v1::V1Checkpoint;
 
 /// Resolves a user-given path (prefix, `.index`/`.data-*`/`.meta` file, directory with a
-/// `checkpoint` state file or a single checkpoint, V1 file) and opens the checkpoint.
+/// `checkpoint` state file or a single checkpoint, V1 file, OpenAI GPT numpy folder) and opens
+/// the checkpoint.
 pub fn open(path: &Path) -> Result<Box<dyn Checkpoint>> {
     Ok(match resolve(path)? {
         Resolved::BundleV2 { prefix } => Box::new(Bundle::open(&prefix)?),
         Resolved::TensorSliceV1 { file } => Box::new(V1Checkpoint::open(&file)?),
+        Resolved::NumpyShards { dir } => Box::new(NumpyShards::open(&dir)?),
     })
 }
 
