@@ -72,3 +72,49 @@ fn inspect_lists_a_numpy_folder() {
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("params_shapes.json is missing next to it"), "{}", stderr(&o));
 }
+
+#[test]
+fn pth_files_open_in_both_containers() {
+    for (file, zip) in [("xlm-zip.pth", true), ("xlm-legacy.pth", false)] {
+        let path = golden("formats/pth").join(file);
+        let ck = open(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((ck.format(), ck.path()), ("torch-pth", path.as_path()));
+        assert_eq!(ck.tensors().len(), 17, "{file}");
+        assert!(ck.tensors().iter().all(|t| t.name.starts_with("model/")), "{file}");
+        // k_lin is base.t() for base = arange(12).reshape(3, 4) - 5.5: element (i, j) = base[j][i].
+        let want = f32_le((0..12).map(|k| ((k % 3) * 4 + k / 3) as f32 - 5.5));
+        assert_eq!(&*ck.read("model/attentions.0.k_lin.weight").unwrap(), want.as_slice(), "{file}");
+        let pth = tfconv::source::PthCheckpoint::open(&path).unwrap();
+        assert_eq!(pth.is_zip(), zip);
+        assert_eq!(pth.metadata()["params"]["n_words"], 6);
+        assert_eq!(pth.metadata()["dico_id2word"]["4"], "hello@@");
+    }
+}
+
+#[test]
+fn inspect_lists_a_pth_file() {
+    let path = golden("formats/pth/xlm-legacy.pth");
+    let o = tfconv(&["inspect", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("(torch-pth)"), "{out}");
+    let row = out.lines().find(|l| l.starts_with("model/dtypes.bfloat16 ")).unwrap_or_else(|| panic!("{out}"));
+    assert!(row.contains("bfloat16") && row.contains("[4]") && row.contains("8 B"), "{row}");
+    assert!(!out.lines().any(|l| l.starts_with("model_optimizer") || l.contains("pred_probs")), "{out}");
+
+    let o = tfconv(&["inspect", "--json", golden("formats/pth/xlm-zip.pth").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["format"], "torch-pth");
+    assert_eq!(v["tensors"].as_array().unwrap().len(), 17);
+
+    // A truncated legacy file: exit code 3, the file and the storage named.
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("mlm_tiny.pth");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() - 3]).unwrap();
+    let o = tfconv(&["inspect", cut.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("mlm_tiny.pth") && e.contains("file is truncated: storage"), "{e}");
+}

@@ -1,13 +1,15 @@
 //! Turns what the user typed into a checkpoint location (docs/checkpoint-formats.md §3):
-//! a V2 bundle prefix, a V1 checkpoint file, or an OpenAI GPT numpy folder (§4).
+//! a V2 bundle prefix, a V1 checkpoint file, an OpenAI GPT numpy folder (§4), or a
+//! `torch.save` file (§5, §8).
 //!
 //! Accepted: the prefix itself; any of `<prefix>.index`, `<prefix>.data-SSSSS-of-NNNNN`,
 //! `<prefix>.meta`; a V1 file; a directory with a `checkpoint` state file (text proto; relative
 //! paths are joined to the directory, an absolute path that does not exist is retried as its
 //! base name inside the directory); the `checkpoint` file itself; a directory holding exactly
 //! one checkpoint. A folder holding `params_shapes.json` is the OpenAI GPT numpy layout, named by
-//! the folder, its `params_shapes.json` or any `params_N.npy`. Failures are [`Error::Resolve`]
-//! and say what was looked for and what was found.
+//! the folder, its `params_shapes.json` or any `params_N.npy`. A file is a `torch.save` file
+//! (XLM `.pth`) by its content: a zip archive with a `<name>/data.pkl` member, or the legacy
+//! magic number. Failures are [`Error::Resolve`] and say what was looked for and what was found.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -16,6 +18,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::source::bundle::with_suffix;
 use crate::source::numpy::{self, SHAPES_FILE};
+use crate::source::pth::{self, Sniff};
 use crate::source::sstable::{FOOTER_LEN, MAGIC};
 use crate::source::tf_v1::parse_shard_suffix;
 
@@ -35,14 +38,16 @@ pub enum Resolved {
     TensorSliceV1 { file: PathBuf },
     /// OpenAI GPT numpy folder: `params_shapes.json` + `params_0.npy …`.
     NumpyShards { dir: PathBuf },
+    /// A `torch.save` file, zip or legacy (XLM `.pth`).
+    TorchPickle { file: PathBuf },
 }
 
 impl Resolved {
-    /// The prefix (V2), file (V1) or folder (numpy shards).
+    /// The prefix (V2), file (V1, torch) or folder (numpy shards).
     pub fn path(&self) -> &Path {
         match self {
             Resolved::BundleV2 { prefix } => prefix,
-            Resolved::TensorSliceV1 { file } => file,
+            Resolved::TensorSliceV1 { file } | Resolved::TorchPickle { file } => file,
             Resolved::NumpyShards { dir } => dir,
         }
     }
@@ -53,6 +58,7 @@ impl Resolved {
             Resolved::BundleV2 { .. } => "tf-bundle-v2",
             Resolved::TensorSliceV1 { .. } => "tf-checkpoint-v1",
             Resolved::NumpyShards { .. } => numpy::FORMAT,
+            Resolved::TorchPickle { .. } => pth::FORMAT,
         }
     }
 
@@ -61,6 +67,7 @@ impl Resolved {
             Resolved::BundleV2 { prefix } => format!("{} (V2 bundle prefix)", prefix.display()),
             Resolved::TensorSliceV1 { file } => format!("{} (V1 checkpoint file)", file.display()),
             Resolved::NumpyShards { dir } => format!("{} (OpenAI GPT numpy shards)", dir.display()),
+            Resolved::TorchPickle { file } => format!("{} (torch.save file)", file.display()),
         }
     }
 }
@@ -156,6 +163,23 @@ pub fn resolve(path: &Path) -> Result<Resolved> {
         // (b) a V1 file
         if has_sstable_magic(path) {
             return Ok(Resolved::TensorSliceV1 { file: path.to_path_buf() });
+        }
+        match pth::sniff(path) {
+            Sniff::Zip | Sniff::Legacy => return Ok(Resolved::TorchPickle { file: path.to_path_buf() }),
+            Sniff::ZipWithoutPickle => {
+                return Err(err(format!(
+                    "{} is a zip archive without a <name>/data.pkl member, so not a torch.save file",
+                    path.display()
+                )))
+            }
+            Sniff::NotTorch if name.ends_with(".pth") => {
+                return Err(err(format!(
+                    "{} is named .pth but is not a torch.save file: neither a zip archive nor the legacy format's \
+                     magic number",
+                    path.display()
+                )))
+            }
+            Sniff::NotTorch => {}
         }
         if name == STATE_FILE {
             let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
