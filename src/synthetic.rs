@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-pub use tfconv_models::synthetic::{Data, GoldenCase, Rng, Variable};
+pub use tfconv_models::synthetic::{Contents, Data, GoldenCase, Rng, Variable};
 
 use crate::error::{Error, Result};
 use crate::source::DType;
@@ -27,7 +27,18 @@ pub fn write_checkpoint(prefix: &Path, variables: &[Variable]) -> Result<()> {
 /// Writes a golden case's checkpoint, config and tokenizer files into `dir`; returns the prefix.
 pub fn write_case(dir: &Path, case: &GoldenCase) -> Result<std::path::PathBuf> {
     let prefix = dir.join(case.checkpoint);
-    write_checkpoint(&prefix, &case.variables)?;
+    match &case.contents {
+        Contents::TfBundle(variables) => write_checkpoint(&prefix, variables)?,
+        Contents::Files(files) => {
+            for (name, bytes) in files {
+                let path = dir.join(name);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+                }
+                std::fs::write(&path, bytes).map_err(|e| Error::io(&path, e))?;
+            }
+        }
+    }
     let config = serde_json::to_string_pretty(&case.config).expect("a JSON value serializes") + "\n";
     std::fs::write(dir.join(case.config_file), config).map_err(|e| Error::io(dir.join(case.config_file), e))?;
     for (name, bytes) in &case.files {

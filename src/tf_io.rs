@@ -38,6 +38,25 @@ pub struct SaveItem<'a> {
     pub tensor: &'a HostTensor,
 }
 
+/// The original checkpoint as the reference reads it: restored by TensorFlow's own `RestoreV2` for
+/// TF formats; for numpy shards and torch pickles, which TF cannot read, each variable read by
+/// tfconv's reader and given to the graph as a float32 constant.
+pub fn original_weights(ckpt: &dyn crate::source::Checkpoint) -> Result<tfconv_models::tf_graph::OriginalWeights> {
+    let dtypes = ckpt.tensors().iter().map(|t| (t.name.clone(), tf_dtype(t.dtype))).collect();
+    let mut weights = tfconv_models::tf_graph::OriginalWeights::new(ckpt.path().to_string_lossy(), dtypes);
+    if !matches!(ckpt.format(), "tf-bundle-v2" | "tf-checkpoint-v1") {
+        let reader = std::sync::Arc::new(crate::source::open(ckpt.path())?);
+        weights.constants = Some(std::sync::Arc::new(move |name: &str| {
+            let info = reader.info(name).ok_or_else(|| anyhow::anyhow!("{}: no variable {name}", reader.path().display()))?.clone();
+            let bytes = reader.read(name)?;
+            let f32s = crate::sink::cast(&bytes, info.dtype, DType::F32)?;
+            let values = f32s.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            Ok((info.shape, values))
+        }));
+    }
+    Ok(weights)
+}
+
 pub fn tf_dtype(dtype: DType) -> DataType {
     match dtype {
         DType::F32 => DataType::Float,

@@ -95,12 +95,22 @@ pub struct GoldenCase {
     pub dir: &'static str,
     /// HF `model_type` of the architecture.
     pub model_type: &'static str,
-    /// File name of the checkpoint prefix, e.g. "bert_model.ckpt".
+    /// What `--tf-checkpoint` is given: the prefix of a TF checkpoint ("bert_model.ckpt"), or a
+    /// file or folder of `checkpoint_files` for other formats.
     pub checkpoint: &'static str,
     /// File name of the original config beside it, e.g. "bert_config.json".
     pub config_file: &'static str,
     pub config: serde_json::Value,
     /// Other files beside the checkpoint (vocabularies), as (file name, bytes).
     pub files: Vec<(&'static str, Vec<u8>)>,
-    pub variables: Vec<Variable>,
+    pub contents: Contents,
+}
+
+/// How a golden checkpoint is stored.
+#[derive(Debug, Clone)]
+pub enum Contents {
+    /// Variables written by TensorFlow's SaveV2 at the case's prefix.
+    TfBundle(Vec<Variable>),
+    /// Files in another format (numpy shards, a torch pickle), as (path in the case folder, bytes).
+    Files(Vec<(String, Vec<u8>)>),
 }

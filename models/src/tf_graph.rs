@@ -43,11 +43,18 @@ fn tf(what: &str) -> impl Fn(Status) -> anyhow::Error + '_ {
     move |s| anyhow!("TensorFlow {what}: {s}")
 }
 
+/// Reads one original variable as float32 (shape, values): how the reference gets the weights of
+/// a checkpoint TensorFlow cannot restore (numpy shards, a torch pickle), as constants.
+pub type ReadVariable = std::sync::Arc<dyn Fn(&str) -> Result<(Vec<usize>, Vec<f32>)> + Send + Sync>;
+
 /// The original checkpoint as the reference restores it.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct OriginalWeights {
     /// The checkpoint prefix given to `RestoreV2`.
     pub prefix: String,
+    /// For checkpoints TensorFlow cannot read: each variable becomes a constant read by this,
+    /// instead of a `RestoreV2` output.
+    pub constants: Option<ReadVariable>,
     /// The stored dtype of each variable (absent: float32).
     pub dtypes: HashMap<String, DataType>,
     /// Variables that the folder under test stores in a narrower float type (float16,
@@ -58,7 +65,18 @@ pub struct OriginalWeights {
 
 impl OriginalWeights {
     pub fn new(prefix: impl Into<String>, dtypes: HashMap<String, DataType>) -> Self {
-        OriginalWeights { prefix: prefix.into(), dtypes, round_to: HashMap::new() }
+        OriginalWeights { prefix: prefix.into(), constants: None, dtypes, round_to: HashMap::new() }
+    }
+}
+
+impl std::fmt::Debug for OriginalWeights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OriginalWeights")
+            .field("prefix", &self.prefix)
+            .field("constants", &self.constants.is_some())
+            .field("dtypes", &self.dtypes.len())
+            .field("round_to", &self.round_to.len())
+            .finish()
     }
 }
 
@@ -178,6 +196,15 @@ impl GraphBuilder {
         if names.is_empty() {
             return Ok(HashMap::new());
         }
+        if let Some(read) = &weights.constants {
+            let mut out = HashMap::new();
+            for name in names {
+                let (shape, values) = read(name).with_context(|| format!("reading {name}"))?;
+                let value = self.const_f32(&shape, &values)?;
+                out.insert(name.clone(), self.rounded(weights, name, value)?);
+            }
+            return Ok(out);
+        }
         let vars: Vec<(String, DataType)> =
             names.iter().map(|n| (n.clone(), weights.dtypes.get(n).copied().unwrap_or(DataType::Float))).collect();
         let prefix_t = self.const_strings(&[], &[weights.prefix.as_str()])?;
@@ -189,16 +216,21 @@ impl GraphBuilder {
         let mut out = HashMap::new();
         for (i, (name, dtype)) in vars.iter().enumerate() {
             let raw = Output { operation: restore.clone(), index: i as i32 };
-            let mut value = if *dtype == DataType::Float { raw } else { self.cast(&raw, DataType::Float)? };
-            if let Some(&stored) = weights.round_to.get(name) {
-                if stored != DataType::Float {
-                    let rounded = self.cast(&value, stored)?;
-                    value = self.cast(&rounded, DataType::Float)?;
-                }
-            }
-            out.insert(name.clone(), value);
+            let value = if *dtype == DataType::Float { raw } else { self.cast(&raw, DataType::Float)? };
+            out.insert(name.clone(), self.rounded(weights, name, value)?);
         }
         Ok(out)
+    }
+
+    /// `value` rounded to the dtype the folder under test stores `name` in, and back.
+    fn rounded(&mut self, weights: &OriginalWeights, name: &str, value: Output) -> Result<Output> {
+        match weights.round_to.get(name) {
+            Some(&stored) if stored != DataType::Float => {
+                let rounded = self.cast(&value, stored)?;
+                self.cast(&rounded, DataType::Float)
+            }
+            _ => Ok(value),
+        }
     }
 
     // ---- elementwise and shape ops --------------------------------------------------------

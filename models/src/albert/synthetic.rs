@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use super::{inner_group_scope, AlbertConfig, Head};
-use crate::synthetic::{moment_slots, tf1_values, GoldenCase, Rng, Variable};
+use crate::synthetic::{moment_slots, tf1_values, Contents, GoldenCase, Rng, Variable};
 
 /// How a synthetic checkpoint spells its variables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -164,7 +164,7 @@ pub fn golden_cases() -> Vec<GoldenCase> {
                 model_type: "albert",
                 checkpoint: "model.ckpt-best",
                 config_file: "albert_config.json",
-                variables: checkpoint(&cfg, head, spelling, seed, trainer_state),
+                contents: Contents::TfBundle(checkpoint(&cfg, head, spelling, seed, trainer_state)),
                 config,
                 files: vec![("30k-clean.model", tiny_spiece_model())],
             }

@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::{tf2_name, BertConfig, Head, Layout};
-use crate::synthetic::{moment_slots, tf1_values, Data, GoldenCase, Rng, Variable};
+use crate::synthetic::{moment_slots, tf1_values, Contents, Data, GoldenCase, Rng, Variable};
 
 /// A tiny BERT, large enough that every weight matters: heads of width 12, asymmetric sizes.
 pub fn tiny_bert_config() -> serde_json::Value {
@@ -215,10 +215,10 @@ pub fn golden_cases() -> Vec<GoldenCase> {
             config_file: "bert_config.json",
             config: config.clone(),
             files: vec![("vocab.txt", tiny_vocab(cfg.vocab_size).into_bytes())],
-            variables: match layout {
+            contents: Contents::TfBundle(match layout {
                 Layout::Tf1 => checkpoint(&cfg, head, seed, trainer_state),
                 Layout::Tf2Objects => tf2_checkpoint(&cfg, seed, trainer_state),
-            },
+            }),
         })
         .collect()
 }

@@ -133,7 +133,7 @@ pub fn golden_cases() -> Vec<GoldenCase> {
             config_file: "xlnet_config.json",
             config: config_json(&cfg),
             files: vec![("spiece.model", tiny_spiece_model())],
-            variables: checkpoint(&cfg, &contents, seed),
+            contents: crate::synthetic::Contents::TfBundle(checkpoint(&cfg, &contents, seed)),
         })
         .collect()
 }
