@@ -87,11 +87,13 @@ pub fn run(root: &Path, which: Option<&str>) -> Result<()> {
     match which {
         None => {
             bert(&tfconv, &dir)?;
-            albert(&tfconv, &dir)
+            albert(&tfconv, &dir)?;
+            xlnet(&tfconv, &dir)
         }
         Some("bert") => bert(&tfconv, &dir),
         Some("albert") => albert(&tfconv, &dir),
-        Some(other) => bail!("unknown benchmark {other} (bert, albert)"),
+        Some("xlnet") => xlnet(&tfconv, &dir),
+        Some(other) => bail!("unknown benchmark {other} (bert, albert, xlnet)"),
     }
 }
 
@@ -123,6 +125,31 @@ fn albert(tfconv: &Path, dir: &Path) -> Result<()> {
     )?;
     std::fs::remove_dir_all(&out)?;
     println!("convert --verify (probes 3 × 16)   {secs:>7.2} s   peak RSS {rss:>6.0} MiB");
+    Ok(())
+}
+
+/// XLNet-large (24 × 1024, 16 heads, d_inner 4096, 1.4 GB) as pretraining saves it.
+fn xlnet(tfconv: &Path, dir: &Path) -> Result<()> {
+    use tfconv_models::xlnet::{synthetic, XlnetConfig};
+    let cfg = XlnetConfig { n_token: 32000, d_model: 1024, n_layer: 24, n_head: 16, d_head: 64, d_inner: 4096, ff_activation: "gelu".into(), untie_r: true };
+    let ckpt_dir = dir.join("xlnet-large");
+    let prefix = ckpt_dir.join("xlnet_model.ckpt");
+    if !ckpt_dir.join("xlnet_model.ckpt.index").is_file() {
+        std::fs::create_dir_all(&ckpt_dir)?;
+        let contents = synthetic::Contents { trainer_state: false, ..synthetic::Contents::pretraining() };
+        tfconv::synthetic::write_checkpoint(&prefix, &synthetic::checkpoint(&cfg, &contents, 13))?;
+        std::fs::write(ckpt_dir.join("xlnet_config.json"), synthetic::config_json(&cfg).to_string())?;
+    }
+    let data = ckpt_dir.join("xlnet_model.ckpt.data-00000-of-00001");
+    convert_against_copy(tfconv, dir, "XLNet-large", &prefix, &data, 32000.0 * 1024.0 * 4.0 / 1e6)?;
+    let out = dir.join("xlnet-out");
+    let (secs, rss) = measure(
+        Command::new(tfconv)
+            .arg("convert").arg("--tf-checkpoint").arg(&prefix).arg("--output").arg(&out).arg("--force")
+            .args(["--verify", "--seq-len", "32"]),
+    )?;
+    std::fs::remove_dir_all(&out)?;
+    println!("convert --verify (probes 3 × 32, both streams)   {secs:>7.2} s   peak RSS {rss:>6.0} MiB");
     Ok(())
 }
 
