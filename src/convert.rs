@@ -92,7 +92,8 @@ pub fn find_config(ckpt_path: &Path, explicit: Option<&Path>, model_type: &str) 
         }
     };
     let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-    let value = serde_json::from_slice(&text).map_err(|e| Error::input(&path, format!("not valid JSON: {e}")))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let value = arch::read_config(model_type, &name, &text).map_err(|e| Error::input(&path, e))?;
     Ok((path, value))
 }
 

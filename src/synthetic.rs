@@ -15,6 +15,9 @@ pub fn write_checkpoint(prefix: &Path, variables: &[Variable]) -> Result<()> {
         .iter()
         .map(|v| match &v.data {
             Data::F32(values) => HostTensor::f32(v.shape.clone(), values),
+            Data::BF16(values) => {
+                HostTensor::new(DType::BF16, v.shape.clone(), values.iter().flat_map(|x| half::bf16::from_f32(*x).to_bits().to_le_bytes()).collect())
+            }
             Data::I64(values) => HostTensor::new(DType::I64, v.shape.clone(), values.iter().flat_map(|x| x.to_le_bytes()).collect()),
             Data::Strings(items) => HostTensor::strings(v.shape.clone(), items.clone()),
         })
@@ -24,11 +27,25 @@ pub fn write_checkpoint(prefix: &Path, variables: &[Variable]) -> Result<()> {
     tf_io::save_v2(prefix, &items)
 }
 
+/// Writes one bundle at `prefix` whose data is split into one shard per group of variables.
+pub fn write_sharded_checkpoint(prefix: &Path, groups: &[Vec<Variable>]) -> Result<()> {
+    let dir = prefix.parent().unwrap_or(Path::new("."));
+    let parts: Vec<std::path::PathBuf> = (0..groups.len()).map(|i| dir.join(format!(".part-{i}-of-{}", groups.len()))).collect();
+    for (part, group) in parts.iter().zip(groups) {
+        write_checkpoint(part, group)?;
+    }
+    let utf8 = |p: &Path| p.to_str().map(String::from).ok_or_else(|| Error::Output(format!("{}: path is not UTF-8", p.display())));
+    let sources: Vec<String> = parts.iter().map(|p| utf8(p)).collect::<Result<_>>()?;
+    let refs: Vec<&str> = sources.iter().map(String::as_str).collect();
+    tf_io::merge_v2(&refs, &utf8(prefix)?)
+}
+
 /// Writes a golden case's checkpoint, config and tokenizer files into `dir`; returns the prefix.
 pub fn write_case(dir: &Path, case: &GoldenCase) -> Result<std::path::PathBuf> {
     let prefix = dir.join(case.checkpoint);
     match &case.contents {
         Contents::TfBundle(variables) => write_checkpoint(&prefix, variables)?,
+        Contents::TfShards(groups) => write_sharded_checkpoint(&prefix, groups)?,
         Contents::Files(files) => {
             for (name, bytes) in files {
                 let path = dir.join(name);
@@ -39,8 +56,10 @@ pub fn write_case(dir: &Path, case: &GoldenCase) -> Result<std::path::PathBuf> {
             }
         }
     }
-    let config = serde_json::to_string_pretty(&case.config).expect("a JSON value serializes") + "\n";
-    std::fs::write(dir.join(case.config_file), config).map_err(|e| Error::io(dir.join(case.config_file), e))?;
+    if !case.files.iter().any(|(name, _)| *name == case.config_file) {
+        let config = serde_json::to_string_pretty(&case.config).expect("a JSON value serializes") + "\n";
+        std::fs::write(dir.join(case.config_file), config).map_err(|e| Error::io(dir.join(case.config_file), e))?;
+    }
     for (name, bytes) in &case.files {
         std::fs::write(dir.join(name), bytes).map_err(|e| Error::io(dir.join(name), e))?;
     }

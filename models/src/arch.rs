@@ -65,7 +65,7 @@ pub trait Architecture: Send + Sync {
             .filter(|o| *o == "embeddings" || o.strip_prefix("layer.").is_some_and(|i| i.parse::<usize>().is_ok()))
             .cloned()
             .collect();
-        vec![HfPass { inputs: None, hidden_states, fields: self.hf_output_fields(), unexposed: Vec::new() }]
+        vec![HfPass { inputs: None, hidden: vec![("hidden_states", hidden_states)], fields: self.hf_output_fields(), unexposed: Vec::new() }]
     }
 }
 
@@ -74,13 +74,14 @@ pub trait Architecture: Send + Sync {
 pub struct HfPass {
     /// The probe inputs passed (None: all of them).
     pub inputs: Option<Vec<&'static str>>,
-    /// tfconv's names for the base model's `hidden_states`, in order.
-    pub hidden_states: Vec<String>,
+    /// Per hidden-states attribute of the output (`hidden_states`, or T5's
+    /// `encoder_hidden_states` and `decoder_hidden_states`), tfconv's names for its entries in order.
+    pub hidden: Vec<(&'static str, Vec<String>)>,
     /// (tfconv output, attribute of the class's output) for the head outputs.
     pub fields: Vec<(&'static str, &'static str)>,
     /// Stage outputs transformers computes inside and does not return (XLNet's sequence
     /// summary): compared by `verify` only.
-    pub unexposed: Vec<&'static str>,
+    pub unexposed: Vec<String>,
 }
 
 /// User choices about tokenizer files.
@@ -99,6 +100,9 @@ pub struct Family {
     pub model_type: &'static str,
     /// Original config file names, tried beside the checkpoint when no config is given.
     pub config_names: &'static [&'static str],
+    /// Reads an original config file (file name, bytes) as JSON: [`json_config`] for families
+    /// whose configs are JSON; T5 also reads Mesh TensorFlow's `operative_config.gin`.
+    pub read_config: fn(&str, &[u8]) -> Result<serde_json::Value, String>,
     /// Whether a checkpoint's variable names are this family's (for --model-type detection).
     pub looks_like: fn(&[SourceVar]) -> bool,
     /// The architecture for an original config and the checkpoint's variables.
@@ -110,11 +114,21 @@ pub struct Family {
 }
 
 /// Every architecture tfconv converts: one line each.
-pub const FAMILIES: &[Family] = &[crate::bert::FAMILY, crate::albert::FAMILY, crate::xlnet::FAMILY];
+pub const FAMILIES: &[Family] = &[crate::bert::FAMILY, crate::albert::FAMILY, crate::xlnet::FAMILY, crate::t5::FAMILY];
 
 /// Model types tfconv knows, for messages.
 pub fn model_types() -> Vec<&'static str> {
     FAMILIES.iter().map(|f| f.model_type).collect()
+}
+
+/// A JSON config file.
+pub fn json_config(_name: &str, bytes: &[u8]) -> Result<serde_json::Value, String> {
+    serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON: {e}"))
+}
+
+/// Reads the original config file `name` of `model_type` (JSON for an unknown type).
+pub fn read_config(model_type: &str, name: &str, bytes: &[u8]) -> Result<serde_json::Value, String> {
+    (family(model_type).map(|f| f.read_config).unwrap_or(json_config))(name, bytes)
 }
 
 /// The original config file names of `model_type` (every family's, for an unknown type).

@@ -10,5 +10,6 @@ pub mod probe;
 pub mod roles;
 pub mod stage;
 pub mod synthetic;
+pub mod t5;
 pub mod tf_graph;
 pub mod xlnet;

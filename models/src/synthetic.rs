@@ -26,6 +26,8 @@ impl Rng {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Data {
     F32(Vec<f32>),
+    /// Stored as bfloat16 (rounded to nearest even), as Mesh TensorFlow stores T5's weights.
+    BF16(Vec<f32>),
     I64(Vec<i64>),
     /// A string tensor's elements (e.g. a TF2 checkpoint's serialized object graph).
     Strings(Vec<Vec<u8>>),
@@ -100,6 +102,8 @@ pub struct GoldenCase {
     pub checkpoint: &'static str,
     /// File name of the original config beside it, e.g. "bert_config.json".
     pub config_file: &'static str,
+    /// The original config as tfconv reads it; written as JSON to `config_file` unless `files`
+    /// holds that file in its own format (T5's `operative_config.gin`).
     pub config: serde_json::Value,
     /// Other files beside the checkpoint (vocabularies), as (file name, bytes).
     pub files: Vec<(&'static str, Vec<u8>)>,
@@ -111,6 +115,8 @@ pub struct GoldenCase {
 pub enum Contents {
     /// Variables written by TensorFlow's SaveV2 at the case's prefix.
     TfBundle(Vec<Variable>),
+    /// A bundle with one data shard per group of variables (SaveV2 per group, then MergeV2).
+    TfShards(Vec<Vec<Variable>>),
     /// Files in another format (numpy shards, a torch pickle), as (path in the case folder, bytes).
     Files(Vec<(String, Vec<u8>)>),
 }

@@ -101,9 +101,9 @@ def probe_inputs(probes):
 
 def tfconv_outputs(model, case, probes):
     """The model's outputs under tfconv's names, in forward order. Each of `case["passes"]` is
-    one forward call: on the probe inputs it names (all when null), the base model's
-    `hidden_states` are named in order by `hidden_states`, and head outputs are read from the
-    attributes `fields` names. transformers 5 records ALBERT's hidden states per inner layer: when
+    one forward call: on the probe inputs it names (all when null), the base model's hidden-state
+    tuples (`hidden_states`, or T5's encoder/decoder ones) are named in order by `hidden`, and head
+    outputs are read from the attributes `fields` names. transformers 5 records ALBERT's hidden states per inner layer: when
     it reports a whole multiple of the names given, every k-th one ends a layer."""
     all_inputs = probe_inputs(probes)
     out = {}
@@ -111,14 +111,15 @@ def tfconv_outputs(model, case, probes):
         for p in case["passes"]:
             inputs = {k: v for k, v in all_inputs.items() if p["inputs"] is None or k in p["inputs"]}
             base = model.base_model(**inputs, output_hidden_states=True)
-            hidden, names = base.hidden_states, p["hidden_states"]
-            if len(hidden) != len(names) and len(names) > 1 and (len(hidden) - 1) % (len(names) - 1) == 0:
-                step = (len(hidden) - 1) // (len(names) - 1)
-                hidden = hidden[::step]
-            for name, h in zip(names, hidden):
-                out[name] = h
-            if len(hidden) != len(names):
-                out["hidden_states count"] = f"{len(hidden)} hidden states for {len(names)} names"
+            for attribute, names in p["hidden"]:
+                hidden = getattr(base, attribute)
+                if len(hidden) != len(names) and len(names) > 1 and (len(hidden) - 1) % (len(names) - 1) == 0:
+                    step = (len(hidden) - 1) // (len(names) - 1)
+                    hidden = hidden[::step]
+                for name, h in zip(names, hidden):
+                    out[name] = h
+                if len(hidden) != len(names):
+                    out[f"{attribute} count"] = f"{len(hidden)} {attribute} for {len(names)} names"
             if getattr(base, "pooler_output", None) is not None:
                 out["pooler"] = base.pooler_output
             full = model(**inputs)

@@ -448,6 +448,7 @@ impl Xlnet {
 pub const FAMILY: crate::arch::Family = crate::arch::Family {
     model_type: "xlnet",
     config_names: &["xlnet_config.json", "config.json"],
+    read_config: crate::arch::json_config,
     looks_like,
     from_original: |config, vars| Ok(Box::new(Xlnet::from_original(config, vars)?)),
     from_hf_config: |config| Ok(Box::new(Xlnet::from_hf_config(config)?)),
@@ -536,15 +537,15 @@ impl crate::arch::Architecture for Xlnet {
         let layers = 0..self.cfg.n_layer;
         let content = crate::arch::HfPass {
             inputs: Some(vec!["input_ids", "token_type_ids", "attention_mask"]),
-            hidden_states: std::iter::once("embeddings".to_string()).chain(layers.clone().map(|i| format!("layer.{i}"))).collect(),
+            hidden: vec![("hidden_states", std::iter::once("embeddings".to_string()).chain(layers.clone().map(|i| format!("layer.{i}"))).collect())],
             fields: self.hf_output_fields(),
-            unexposed: if self.two_stream() { Vec::new() } else { vec!["summary"] },
+            unexposed: if self.two_stream() { Vec::new() } else { vec!["summary".into()] },
         };
         if !self.two_stream() {
             return vec![content];
         }
         let mut both = vec!["embeddings".to_string(), "embeddings.query".to_string()];
         both.extend(layers.flat_map(|i| [format!("layer.{i}.perm"), format!("layer.{i}.query")]));
-        vec![content, crate::arch::HfPass { inputs: None, hidden_states: both, fields: vec![("lm_logits.query", "logits")], unexposed: Vec::new() }]
+        vec![content, crate::arch::HfPass { inputs: None, hidden: vec![("hidden_states", both)], fields: vec![("lm_logits.query", "logits")], unexposed: Vec::new() }]
     }
 }
