@@ -47,36 +47,40 @@ pub fn t5_variables(cfg: &T5Config, names: &Names) -> Vec<(String, Vec<usize>)> 
 /// `shards` data files; with `trainer_state` also the slots and `global_step`.
 pub fn checkpoint(cfg: &T5Config, names: &Names, bf16: bool, shards: usize, trainer_state: bool, seed: u64) -> Vec<Vec<Variable>> {
     let mut rng = Rng::new(seed);
-    let mut all = Vec::new();
-    for (name, shape) in t5_variables(cfg, names) {
-        let last = name.rsplit('/').nth(if name.ends_with("/kernel") { 1 } else { 0 }).unwrap_or("");
-        let numel: usize = shape.iter().product();
-        let values = match last {
-            "scale" => init_values(&mut rng, "gamma", numel, 1),
-            // T5 folds 1/√d_kv into q's initialiser; the rest scale by fan-in.
-            "q" | "k" | "v" | "o" | "wi" | "wi_0" | "wi_1" | "wo" | "logits" => init_values(&mut rng, "kernel", numel, shape[0]),
-            "relative_attention_bias" => init_values(&mut rng, "embedding", numel, 1).iter().map(|x| x * 0.5).collect(),
-            _ => init_values(&mut rng, "embedding", numel, 1),
-        };
-        if trainer_state {
-            // Adafactor factors a matrix's second moment into row and column slots.
-            let slots: Vec<(&str, Vec<usize>)> = match shape.as_slice() {
-                [r, c] => vec![("slot_vr", vec![*r]), ("slot_vc", vec![*c])],
-                s => vec![("slot_v", s.to_vec())],
-            };
-            for (slot, s) in slots {
-                let n: usize = s.iter().product();
-                all.push(Variable::f32(format!("{name}_{slot}"), s, (0..n).map(|_| rng.uniform(1e-3).abs()).collect()));
-            }
-        }
-        let data = if bf16 { Data::BF16(values) } else { Data::F32(values) };
-        all.push(Variable { name, shape, data });
-    }
+    let mut all: Vec<Variable> = t5_variables(cfg, names).into_iter().flat_map(|(name, shape)| variable(&mut rng, name, shape, bf16, trainer_state)).collect();
     if trainer_state {
         all.push(Variable::i64_scalar("global_step", 1_000_000));
     }
     let per = all.len().div_ceil(shards.max(1));
     all.chunks(per.max(1)).map(|c| c.to_vec()).collect()
+}
+
+/// One weight with realistic values (and, with `trainer_state`, its Adafactor slots first).
+pub fn variable(rng: &mut Rng, name: String, shape: Vec<usize>, bf16: bool, trainer_state: bool) -> Vec<Variable> {
+    let last = name.rsplit('/').nth(if name.ends_with("/kernel") { 1 } else { 0 }).unwrap_or("");
+    let numel: usize = shape.iter().product();
+    let values = match last {
+        "scale" => init_values(rng, "gamma", numel, 1),
+        // T5 folds 1/√d_kv into q's initialiser; the rest scale by fan-in.
+        "q" | "k" | "v" | "o" | "wi" | "wi_0" | "wi_1" | "wo" | "logits" => init_values(rng, "kernel", numel, shape[0]),
+        "relative_attention_bias" => init_values(rng, "embedding", numel, 1).iter().map(|x| x * 0.5).collect(),
+        _ => init_values(rng, "embedding", numel, 1),
+    };
+    let mut out = Vec::new();
+    if trainer_state {
+        // Adafactor factors a matrix's second moment into row and column slots.
+        let slots: Vec<(&str, Vec<usize>)> = match shape.as_slice() {
+            [r, c] => vec![("slot_vr", vec![*r]), ("slot_vc", vec![*c])],
+            s => vec![("slot_v", s.to_vec())],
+        };
+        for (slot, s) in slots {
+            let n: usize = s.iter().product();
+            out.push(Variable::f32(format!("{name}_{slot}"), s, (0..n).map(|_| rng.uniform(1e-3).abs()).collect()));
+        }
+    }
+    let data = if bf16 { Data::BF16(values) } else { Data::F32(values) };
+    out.push(Variable { name, shape, data });
+    out
 }
 
 /// An `operative_config.gin` for `cfg`, as Mesh TensorFlow writes the model's bindings.
