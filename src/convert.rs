@@ -217,6 +217,9 @@ pub fn checkpoint_inputs(ckpt: &dyn Checkpoint, config_path: &Path) -> Protected
     protected
 }
 
+/// Elements cast and written at a time (4 MiB of float32).
+const CAST_CHUNK_ELEMENTS: usize = 1 << 20;
+
 /// What happens to one file of the output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Action {
@@ -408,9 +411,27 @@ impl Conversion {
                 let bytes = ckpt.read(&m.source)?;
                 let moved = apply_transforms(bytes, src.dtype, &src.shape, &m.transforms)
                     .map_err(|e| Error::tensor(ckpt.path(), &m.source, e))?;
-                let cast = sink::cast(&moved, src.dtype, spec.dtype)?;
-                sink.write_tensor(&m.target, &cast)?;
-                drop(cast);
+                if matches!(moved, Cow::Owned(_)) {
+                    // A transposed copy holds everything needed: the input pages can go now.
+                    ckpt.release(&m.source);
+                }
+                // Cast and written piece by piece, so a widening cast (bfloat16 → float32) never
+                // holds the whole converted tensor: memory follows the tensor as stored.
+                let step = CAST_CHUNK_ELEMENTS * src.dtype.size().unwrap_or(1);
+                let mut cast_error = None;
+                sink.write_tensor_with(&m.target, &mut |w| {
+                    for piece in moved.chunks(step) {
+                        match sink::cast(piece, src.dtype, spec.dtype) {
+                            Ok(bytes) => w.write_all(&bytes)?,
+                            Err(e) => {
+                                cast_error = Some(e);
+                                return Err(std::io::Error::other("cast failed"));
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+                .map_err(|e| cast_error.take().unwrap_or(e))?;
                 drop(moved);
                 ckpt.release(&m.source);
                 progress.tick(&m.target);

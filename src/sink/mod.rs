@@ -121,7 +121,14 @@ impl Format {
 pub trait TensorSink {
     /// Writes the next tensor. `name` must be the next declared name and `bytes` its exact size
     /// in the declared dtype, little-endian, row-major.
-    fn write_tensor(&mut self, name: &str, bytes: &[u8]) -> Result<()>;
+    fn write_tensor(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        self.write_tensor_with(name, &mut |w| w.write_all(bytes))
+    }
+
+    /// Writes the next tensor by letting `fill` write its bytes (in pieces, e.g. cast chunk by
+    /// chunk, so the whole converted tensor never has to be in memory); they must add up to the
+    /// declared size.
+    fn write_tensor_with(&mut self, name: &str, fill: &mut Fill) -> Result<()>;
 
     /// Completes all files after every declared tensor has been written, syncs them to disk and
     /// returns the paths written: weight files in file-number order, then the index JSON if the
@@ -174,9 +181,40 @@ pub fn create_sink(
     }))
 }
 
+/// Writes a tensor's bytes into the writer it is given.
+pub type Fill<'a> = dyn FnMut(&mut dyn std::io::Write) -> std::io::Result<()> + 'a;
+
+/// Counts what passes through, so a tensor written in pieces is checked against its size.
+struct Counted<'a> {
+    inner: &'a mut dyn std::io::Write,
+    written: u64,
+}
+
+impl std::io::Write for Counted<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Runs `fill` into `out` and checks it wrote exactly `len` bytes.
+fn fill_exactly(out: &mut dyn std::io::Write, len: u64, fill: &mut Fill, path: &Path) -> Result<()> {
+    let mut counted = Counted { inner: out, written: 0 };
+    fill(&mut counted).map_err(|e| Error::io(path, e))?;
+    match counted.written == len {
+        true => Ok(()),
+        false => Err(Error::Output(format!("{}: a tensor wrote {} bytes, expected {len}", path.display(), counted.written))),
+    }
+}
+
 /// One weight file being written: receives its own tensors in order.
 trait ShardFile {
-    fn write(&mut self, bytes: &[u8]) -> Result<()>;
+    /// Writes the next tensor, `len` bytes produced by `fill`.
+    fn write(&mut self, len: u64, fill: &mut Fill) -> Result<()>;
     /// Completes and syncs the file; `Ok` only if it is fully written and valid.
     fn finish(self: Box<Self>) -> Result<()>;
 }
@@ -209,13 +247,13 @@ impl ShardedSink {
         self.plan.shards[shard].iter().map(|&i| &self.specs[i]).collect()
     }
 
-    fn write_inner(&mut self, bytes: &[u8]) -> Result<()> {
+    fn write_inner(&mut self, len: u64, fill: &mut Fill) -> Result<()> {
         let shard = self.plan.shard_of[self.next];
         if self.open[shard].is_none() {
             let file = open_shard(self.format, &self.paths[shard], &self.shard_specs(shard))?;
             self.open[shard] = Some(file);
         }
-        self.open[shard].as_mut().expect("opened above").write(bytes)?;
+        self.open[shard].as_mut().expect("opened above").write(len, fill)?;
         self.remaining[shard] -= 1;
         if self.remaining[shard] == 0 {
             self.open[shard].take().expect("open").finish()?;
@@ -227,6 +265,22 @@ impl ShardedSink {
 
 impl TensorSink for ShardedSink {
     fn write_tensor(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        // A wrong size is the caller's mistake, reported before anything is written.
+        if let Some(spec) = self.specs.get(self.next).filter(|s| s.name == name) {
+            let expected = spec.nbytes()?;
+            if bytes.len() as u64 != expected {
+                return Err(Error::Output(format!(
+                    "tensor '{name}': got {} bytes, but {} {:?} needs {expected}",
+                    bytes.len(),
+                    spec.dtype.name(),
+                    spec.shape
+                )));
+            }
+        }
+        self.write_tensor_with(name, &mut |w| w.write_all(bytes))
+    }
+
+    fn write_tensor_with(&mut self, name: &str, fill: &mut Fill) -> Result<()> {
         if self.failed {
             return Err(Error::Output(format!(
                 "{}: cannot write tensor '{name}': an earlier write failed",
@@ -248,15 +302,7 @@ impl TensorSink for ShardedSink {
             )));
         }
         let expected = spec.nbytes()?;
-        if bytes.len() as u64 != expected {
-            return Err(Error::Output(format!(
-                "tensor '{name}': got {} bytes, but {} {:?} needs {expected}",
-                bytes.len(),
-                spec.dtype.name(),
-                spec.shape
-            )));
-        }
-        let r = self.write_inner(bytes);
+        let r = self.write_inner(expected, fill);
         if r.is_err() {
             self.failed = true;
         } else {

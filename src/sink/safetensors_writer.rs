@@ -151,13 +151,13 @@ impl SafetensorsFile {
 }
 
 impl ShardFile for SafetensorsFile {
-    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+    fn write(&mut self, len: u64, fill: &mut super::Fill) -> Result<()> {
         let start = self.starts[self.next];
         if self.pos != start {
             self.out.seek(SeekFrom::Start(start)).map_err(|e| Error::io(&self.path, e))?;
         }
-        self.out.write_all(bytes).map_err(|e| Error::io(&self.path, e))?;
-        self.pos = start + bytes.len() as u64;
+        super::fill_exactly(&mut self.out, len, fill, &self.path)?;
+        self.pos = start + len;
         self.next += 1;
         Ok(())
     }

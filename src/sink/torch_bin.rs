@@ -93,11 +93,11 @@ impl TorchBinFile {
 }
 
 impl ShardFile for TorchBinFile {
-    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+    fn write(&mut self, len: u64, fill: &mut super::Fill) -> Result<()> {
         let k = self.next;
-        debug_assert_eq!(self.sizes.get(k).copied(), Some(bytes.len() as u64));
-        self.start(&format!("data/{k}"), bytes.len() as u64)?;
-        self.zip.write_all(bytes).map_err(|e| Error::io(&self.path, e))?;
+        debug_assert_eq!(self.sizes.get(k).copied(), Some(len));
+        self.start(&format!("data/{k}"), len)?;
+        super::fill_exactly(&mut self.zip, len, fill, &self.path)?;
         self.next += 1;
         Ok(())
     }

@@ -176,7 +176,7 @@ fn t5(tfconv: &Path, dir: &Path) -> Result<()> {
         let count = vars.len();
         for (i, (name, shape)) in vars.into_iter().enumerate() {
             bytes += shape.iter().product::<usize>() * 2;
-            group.extend(synthetic::variable(&mut rng, name, shape, true, false));
+            group.extend(synthetic::variable(&mut rng, &cfg, name, shape, true, false));
             if bytes > 600_000_000 || i + 1 == count {
                 let part = ckpt_dir.join(format!(".part-{}", parts.len()));
                 tfconv::synthetic::write_checkpoint(&part, &std::mem::take(&mut group))?;

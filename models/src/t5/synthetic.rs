@@ -47,7 +47,7 @@ pub fn t5_variables(cfg: &T5Config, names: &Names) -> Vec<(String, Vec<usize>)> 
 /// `shards` data files; with `trainer_state` also the slots and `global_step`.
 pub fn checkpoint(cfg: &T5Config, names: &Names, bf16: bool, shards: usize, trainer_state: bool, seed: u64) -> Vec<Vec<Variable>> {
     let mut rng = Rng::new(seed);
-    let mut all: Vec<Variable> = t5_variables(cfg, names).into_iter().flat_map(|(name, shape)| variable(&mut rng, name, shape, bf16, trainer_state)).collect();
+    let mut all: Vec<Variable> = t5_variables(cfg, names).into_iter().flat_map(|(name, shape)| variable(&mut rng, cfg, name, shape, bf16, trainer_state)).collect();
     if trainer_state {
         all.push(Variable::i64_scalar("global_step", 1_000_000));
     }
@@ -56,13 +56,18 @@ pub fn checkpoint(cfg: &T5Config, names: &Names, bf16: bool, shards: usize, trai
 }
 
 /// One weight with realistic values (and, with `trainer_state`, its Adafactor slots first).
-pub fn variable(rng: &mut Rng, name: String, shape: Vec<usize>, bf16: bool, trainer_state: bool) -> Vec<Variable> {
+pub fn variable(rng: &mut Rng, cfg: &T5Config, name: String, shape: Vec<usize>, bf16: bool, trainer_state: bool) -> Vec<Variable> {
+    let d_kv = cfg.d_kv;
     let last = name.rsplit('/').nth(if name.ends_with("/kernel") { 1 } else { 0 }).unwrap_or("");
     let numel: usize = shape.iter().product();
     let values = match last {
         "scale" => init_values(rng, "gamma", numel, 1),
-        // T5 folds 1/√d_kv into q's initialiser; the rest scale by fan-in.
-        "q" | "k" | "v" | "o" | "wi" | "wi_0" | "wi_1" | "wo" | "logits" => init_values(rng, "kernel", numel, shape[0]),
+        // Mesh TF folds attention's 1/√d_kv into q's initialiser (there is no scaling at run
+        // time): without it the scores are d_kv times too sharp and a deep model turns chaotic.
+        "q" => {
+            init_values(rng, "kernel", numel, shape[0]).iter().map(|x| x / (d_kv as f32).sqrt()).collect()
+        }
+        "k" | "v" | "o" | "wi" | "wi_0" | "wi_1" | "wo" | "logits" => init_values(rng, "kernel", numel, shape[0]),
         "relative_attention_bias" => init_values(rng, "embedding", numel, 1).iter().map(|x| x * 0.5).collect(),
         _ => init_values(rng, "embedding", numel, 1),
     };
