@@ -62,7 +62,7 @@ fn case_json(name: &str, folder: &Path, golden_dir: &Path) -> Result<serde_json:
     let model = arch_of(folder)?;
     let fields: serde_json::Map<String, serde_json::Value> =
         model.hf_output_fields().into_iter().map(|(ours, theirs)| (ours.to_string(), json!(theirs))).collect();
-    Ok(json!({
+    let mut case = json!({
         "name": name,
         "folder": folder,
         "class": model.class_name(),
@@ -72,7 +72,11 @@ fn case_json(name: &str, folder: &Path, golden_dir: &Path) -> Result<serde_json:
         // The same tolerance as `tfconv verify` for float32 output.
         "atol": 1e-5,
         "rtol": 1e-4,
-    }))
+    });
+    if let Some(names) = model.hf_hidden_states() {
+        case["hidden_states"] = json!(names);
+    }
+    Ok(case)
 }
 
 /// Transposes one square weight in a converted safetensors folder: a silent conversion bug
