@@ -10,8 +10,12 @@ mod dtype;
 pub use dtype::DType;
 
 pub mod bundle;
+mod mapped;
+pub mod numpy;
 pub mod ordered_code;
+pub mod pickle;
 pub mod proto;
+pub mod pth;
 pub mod resolve;
 pub mod slices;
 pub mod sstable;
@@ -19,15 +23,20 @@ pub mod testing;
 pub mod tf_v1;
 
 pub use bundle::Bundle;
+pub use numpy::NumpyShards;
+pub use pth::PthCheckpoint;
 pub use resolve::{resolve, Resolved};
 pub use tf_v1::V1Checkpoint;
 
 /// Resolves a user-given path (prefix, `.index`/`.data-*`/`.meta` file, directory with a
-/// `checkpoint` state file or a single checkpoint, V1 file) and opens the checkpoint.
+/// `checkpoint` state file or a single checkpoint, V1 file, OpenAI GPT numpy folder, `torch.save`
+/// file) and opens the checkpoint.
 pub fn open(path: &Path) -> Result<Box<dyn Checkpoint>> {
     Ok(match resolve(path)? {
         Resolved::BundleV2 { prefix } => Box::new(Bundle::open(&prefix)?),
         Resolved::TensorSliceV1 { file } => Box::new(V1Checkpoint::open(&file)?),
+        Resolved::NumpyShards { dir } => Box::new(NumpyShards::open(&dir)?),
+        Resolved::TorchPickle { file } => Box::new(PthCheckpoint::open(&file)?),
     })
 }
 

@@ -1,11 +1,15 @@
 //! Turns what the user typed into a checkpoint location (docs/checkpoint-formats.md §3):
-//! a V2 bundle prefix, or a V1 checkpoint file.
+//! a V2 bundle prefix, a V1 checkpoint file, an OpenAI GPT numpy folder (§4), or a
+//! `torch.save` file (§5, §8).
 //!
 //! Accepted: the prefix itself; any of `<prefix>.index`, `<prefix>.data-SSSSS-of-NNNNN`,
 //! `<prefix>.meta`; a V1 file; a directory with a `checkpoint` state file (text proto; relative
 //! paths are joined to the directory, an absolute path that does not exist is retried as its
 //! base name inside the directory); the `checkpoint` file itself; a directory holding exactly
-//! one checkpoint. Failures are [`Error::Resolve`] and say what was looked for and what was found.
+//! one checkpoint. A folder holding `params_shapes.json` is the OpenAI GPT numpy layout, named by
+//! the folder, its `params_shapes.json` or any `params_N.npy`. A file is a `torch.save` file
+//! (XLM `.pth`) by its content: a zip archive with a `<name>/data.pkl` member, or the legacy
+//! magic number. Failures are [`Error::Resolve`] and say what was looked for and what was found.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -13,6 +17,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::source::bundle::with_suffix;
+use crate::source::numpy::{self, SHAPES_FILE};
+use crate::source::pth::{self, Sniff};
 use crate::source::sstable::{FOOTER_LEN, MAGIC};
 use crate::source::tf_v1::parse_shard_suffix;
 
@@ -30,14 +36,19 @@ pub enum Resolved {
     BundleV2 { prefix: PathBuf },
     /// V1 tensor-slice checkpoint file (the first shard if sharded).
     TensorSliceV1 { file: PathBuf },
+    /// OpenAI GPT numpy folder: `params_shapes.json` + `params_0.npy …`.
+    NumpyShards { dir: PathBuf },
+    /// A `torch.save` file, zip or legacy (XLM `.pth`).
+    TorchPickle { file: PathBuf },
 }
 
 impl Resolved {
-    /// The prefix (V2) or file (V1).
+    /// The prefix (V2), file (V1, torch) or folder (numpy shards).
     pub fn path(&self) -> &Path {
         match self {
             Resolved::BundleV2 { prefix } => prefix,
-            Resolved::TensorSliceV1 { file } => file,
+            Resolved::TensorSliceV1 { file } | Resolved::TorchPickle { file } => file,
+            Resolved::NumpyShards { dir } => dir,
         }
     }
 
@@ -46,6 +57,8 @@ impl Resolved {
         match self {
             Resolved::BundleV2 { .. } => "tf-bundle-v2",
             Resolved::TensorSliceV1 { .. } => "tf-checkpoint-v1",
+            Resolved::NumpyShards { .. } => numpy::FORMAT,
+            Resolved::TorchPickle { .. } => pth::FORMAT,
         }
     }
 
@@ -53,6 +66,8 @@ impl Resolved {
         match self {
             Resolved::BundleV2 { prefix } => format!("{} (V2 bundle prefix)", prefix.display()),
             Resolved::TensorSliceV1 { file } => format!("{} (V1 checkpoint file)", file.display()),
+            Resolved::NumpyShards { dir } => format!("{} (OpenAI GPT numpy shards)", dir.display()),
+            Resolved::TorchPickle { file } => format!("{} (torch.save file)", file.display()),
         }
     }
 }
@@ -134,9 +149,37 @@ pub fn resolve(path: &Path) -> Result<Resolved> {
                 prefix.display()
             )));
         }
+        if name == SHAPES_FILE || numpy::parse_shard_name(name).is_some() {
+            let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            if dir.join(SHAPES_FILE).is_file() {
+                return Ok(Resolved::NumpyShards { dir: dir.to_path_buf() });
+            }
+            return Err(err(format!(
+                "{} looks like an OpenAI GPT numpy shard, but {} is missing next to it",
+                path.display(),
+                dir.join(SHAPES_FILE).display()
+            )));
+        }
         // (b) a V1 file
         if has_sstable_magic(path) {
             return Ok(Resolved::TensorSliceV1 { file: path.to_path_buf() });
+        }
+        match pth::sniff(path) {
+            Sniff::Zip | Sniff::Legacy => return Ok(Resolved::TorchPickle { file: path.to_path_buf() }),
+            Sniff::ZipWithoutPickle => {
+                return Err(err(format!(
+                    "{} is a zip archive without a <name>/data.pkl member, so not a torch.save file",
+                    path.display()
+                )))
+            }
+            Sniff::NotTorch if name.ends_with(".pth") => {
+                return Err(err(format!(
+                    "{} is named .pth but is not a torch.save file: neither a zip archive nor the legacy format's \
+                     magic number",
+                    path.display()
+                )))
+            }
+            Sniff::NotTorch => {}
         }
         if name == STATE_FILE {
             let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -328,11 +371,18 @@ fn list_dir(dir: &Path) -> Vec<String> {
     names
 }
 
-/// Checkpoints directly inside `dir`: one per `*.index`, one per V1 file (one per sharded V1 set).
+/// Checkpoints directly inside `dir`: one per `*.index`, one per V1 file (one per sharded V1 set),
+/// the folder itself if it holds `params_shapes.json`.
 pub fn scan_dir(dir: &Path) -> Vec<Resolved> {
     let mut out = Vec::new();
     for name in list_dir(dir) {
         let p = dir.join(&name);
+        if name == SHAPES_FILE {
+            if p.is_file() {
+                out.push(Resolved::NumpyShards { dir: dir.to_path_buf() });
+            }
+            continue;
+        }
         if let Some(prefix) = name.strip_suffix(".index") {
             if p.is_file() {
                 out.push(Resolved::BundleV2 { prefix: dir.join(prefix) });
@@ -621,6 +671,24 @@ mod tests {
         std::fs::write(&plain, b"").unwrap();
         let e = rerr(&plain.join("under"));
         assert!(e.starts_with("no checkpoint at"), "{e}");
+    }
+
+    #[test]
+    fn numpy_folder_by_folder_shapes_file_or_shard() {
+        let dir = tempfile::tempdir().unwrap();
+        let want = Resolved::NumpyShards { dir: dir.path().to_path_buf() };
+        std::fs::write(dir.path().join("params_0.npy"), b"").unwrap();
+        let e = rerr(&dir.path().join("params_0.npy"));
+        assert!(e.contains("params_0.npy looks like an OpenAI GPT numpy shard") && e.contains("params_shapes.json is missing"), "{e}");
+        std::fs::write(dir.path().join(SHAPES_FILE), b"[]").unwrap();
+        for p in [dir.path().to_path_buf(), dir.path().join(SHAPES_FILE), dir.path().join("params_0.npy")] {
+            assert_eq!(resolve(&p).unwrap(), want, "{}", p.display());
+        }
+        assert_eq!(want.format(), "openai-gpt-numpy");
+        // Beside a TF checkpoint the folder is ambiguous, and both are listed.
+        bundle(&dir.path().join("model.ckpt"));
+        let e = rerr(dir.path());
+        assert!(e.contains("2 checkpoints") && e.contains("(OpenAI GPT numpy shards)") && e.contains("model.ckpt (V2"), "{e}");
     }
 
     #[test]
