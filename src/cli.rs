@@ -60,7 +60,7 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ConvertArgs {
-    /// Model type (one of: bert); detected from the variable names when absent.
+    /// Model type (bert, albert, gpt2); detected from the variable names when absent.
     #[arg(long, visible_alias = "model_type")]
     model_type: Option<String>,
     /// The original checkpoint: prefix, one of its files, or its directory.

@@ -291,9 +291,8 @@ pub fn check(opts: &ConvertOptions) -> Result<Conversion> {
         search_dirs.push(checkpoint_dir(c));
     }
     let search: Vec<&Path> = search_dirs.iter().map(PathBuf::as_path).collect();
-    let tokenizer = arch.tokenizer_files(&search, &opts.tokenizer).map_err(Error::Mapping)?;
-    let mut notes = Vec::new();
-    if tokenizer.is_empty() {
+    let arch::TokenizerFiles { files: tokenizer, mut notes } = arch.tokenizer_files(&search, &opts.tokenizer).map_err(Error::Mapping)?;
+    if tokenizer.is_empty() && notes.is_empty() {
         notes.push(format!(
             "no tokenizer files written: no vocabulary found in {}",
             search_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")

@@ -44,9 +44,9 @@ fn every_documented_exit_code_with_a_message_naming_the_cause() {
     let out = t.join("out");
     let out = out.to_str().unwrap();
     // A folder whose config.json claims another model type.
-    let gpt2_folder = t.join("gpt2-folder");
-    std::fs::create_dir(&gpt2_folder).unwrap();
-    std::fs::write(gpt2_folder.join("config.json"), br#"{"model_type": "gpt2"}"#).unwrap();
+    let llama_folder = t.join("llama-folder");
+    std::fs::create_dir(&llama_folder).unwrap();
+    std::fs::write(llama_folder.join("config.json"), br#"{"model_type": "llama"}"#).unwrap();
     // A BERT checkpoint without vocab.txt.
     let no_vocab = t.join("no-vocab");
     let no_vocab_ckpt = copy_golden("bert", &no_vocab);
@@ -99,7 +99,7 @@ fn every_documented_exit_code_with_a_message_naming_the_cause() {
         with("max shard size not a size", convert(&["--max-shard-size", "abc"]), 2, "invalid size 'abc'"),
         with("max shard size unit unknown", convert(&["--max-shard-size", "5G"]), 2, "invalid size '5G'"),
         with("max shard size zero", convert(&["--max-shard-size", "0"]), 2, "invalid size '0'"),
-        with("unsupported model type", convert(&["--model_type", "gpt2"]), 2, "--model-type gpt2: not supported (supported: bert)"),
+        with("unsupported model type", convert(&["--model_type", "llama"]), 2, "--model-type llama: not supported (supported: bert, albert, gpt2"),
         with("negative atol", convert(&["--verify", "--atol", "-1"]), 2, "must be a finite number"),
         with("nan atol", convert(&["--verify", "--atol", "nan"]), 2, "must be a finite number"),
         with("infinite rtol", convert(&["--verify", "--rtol", "inf"]), 2, "must be a finite number"),
@@ -130,9 +130,9 @@ fn every_documented_exit_code_with_a_message_naming_the_cause() {
         no_tf(case("verify a missing folder without TensorFlow", &["verify", "--hf-dir", t.join("missing").to_str().unwrap(), "--tf-checkpoint", ckpt], 3, "no such folder")),
         no_tf(case(
             "verify a folder of another model type",
-            &["verify", "--hf-dir", gpt2_folder.to_str().unwrap(), "--tf-checkpoint", ckpt],
+            &["verify", "--hf-dir", llama_folder.to_str().unwrap(), "--tf-checkpoint", ckpt],
             3,
-            "gpt2-folder/config.json: model_type 'gpt2' is not supported",
+            "llama-folder/config.json: model_type 'llama' is not supported",
         )),
         case(
             "missing vocab.txt is reported",

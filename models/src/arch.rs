@@ -18,8 +18,8 @@ pub trait Architecture: Send + Sync {
     fn plan(&self, vars: &[SourceVar]) -> Result<Plan, PlanError>;
     /// HF `config.json` for the output, with `dtype` the stored dtype ("float32", …).
     fn hf_config(&self, dtype: &str, finetuning_task: Option<&str>) -> serde_json::Value;
-    /// Tokenizer files found beside the checkpoint (or the config), as (file name, bytes).
-    fn tokenizer_files(&self, search_dirs: &[&Path], options: &TokenizerOptions) -> Result<Vec<(String, Vec<u8>)>, String>;
+    /// Tokenizer files found beside the checkpoint (or the config), with notes on them.
+    fn tokenizer_files(&self, search_dirs: &[&Path], options: &TokenizerOptions) -> Result<TokenizerFiles, String>;
     /// Seeded probe inputs, named as the stages read them; `seq_len` None means the
     /// architecture's default. The same seed gives the same probes.
     fn probes(&self, seed: u64, batch: usize, seq_len: Option<usize>) -> Probes;
@@ -84,6 +84,20 @@ pub struct HfPass {
     pub unexposed: Vec<String>,
 }
 
+/// The tokenizer files to write, as (file name, bytes), and what the user should know about
+/// them: a vocabulary that does not fit the model is written anyway, with a note.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TokenizerFiles {
+    pub files: Vec<(String, Vec<u8>)>,
+    pub notes: Vec<String>,
+}
+
+impl From<Vec<(String, Vec<u8>)>> for TokenizerFiles {
+    fn from(files: Vec<(String, Vec<u8>)>) -> Self {
+        TokenizerFiles { files, notes: Vec::new() }
+    }
+}
+
 /// User choices about tokenizer files.
 #[derive(Debug, Clone, Default)]
 pub struct TokenizerOptions {
@@ -114,7 +128,7 @@ pub struct Family {
 }
 
 /// Every architecture tfconv converts: one line each.
-pub const FAMILIES: &[Family] = &[crate::bert::FAMILY, crate::albert::FAMILY, crate::xlnet::FAMILY, crate::t5::FAMILY];
+pub const FAMILIES: &[Family] = &[crate::bert::FAMILY, crate::albert::FAMILY, crate::gpt2::FAMILY, crate::xlnet::FAMILY, crate::t5::FAMILY];
 
 /// Model types tfconv knows, for messages.
 pub fn model_types() -> Vec<&'static str> {

@@ -5,6 +5,7 @@ pub mod albert;
 pub mod arch;
 pub mod bert;
 pub mod candle_util;
+pub mod gpt2;
 pub mod plan;
 pub mod probe;
 pub mod roles;

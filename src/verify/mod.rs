@@ -564,8 +564,21 @@ pub fn verify(
                 .candle_stage(candle_stage, vb, ins)
                 .map_err(|e| Error::Mapping(format!("the converted weights do not fit {} in stage {}: {e}", arch.class_name(), candle_stage.name)))
         };
+        let chained_out = match run(&chained_in) {
+            Ok(out) => out,
+            // The folder's weights do not fit the model its config.json describes (a tensor of
+            // another shape, e.g. `n_positions` left at a default the position table does not
+            // have): from_pretrained would refuse it too. A finding about the folder, named by
+            // stage and tensor, not a failure of verify.
+            Err(Error::Mapping(why)) => {
+                report.structural_problems.push(why);
+                report.first_divergence = Some("structure".into());
+                return Ok(report);
+            }
+            Err(e) => return Err(e),
+        };
         let chained = {
-            let (outputs, kept) = split_outputs(run(&chained_in)?, &later);
+            let (outputs, kept) = split_outputs(chained_out, &later);
             candle_known.0.extend(kept.0);
             compare::compare(&outputs, &reference, tolerance)
         };

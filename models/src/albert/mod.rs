@@ -530,9 +530,9 @@ impl crate::arch::Architecture for Albert {
     fn hf_config(&self, dtype: &str, finetuning_task: Option<&str>) -> serde_json::Value {
         hf_config(&self.original, &self.cfg, self.head, dtype, finetuning_task)
     }
-    fn tokenizer_files(&self, search_dirs: &[&std::path::Path], options: &crate::arch::TokenizerOptions) -> Result<Vec<(String, Vec<u8>)>, String> {
+    fn tokenizer_files(&self, search_dirs: &[&std::path::Path], options: &crate::arch::TokenizerOptions) -> Result<crate::arch::TokenizerFiles, String> {
         let found = search_dirs.iter().flat_map(|d| SPIECE_NAMES.iter().map(move |n| d.join(n))).find(|p| p.is_file());
-        let Some(path) = found else { return Ok(Vec::new()) };
+        let Some(path) = found else { return Ok(Default::default()) };
         let model = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         // ALBERT's SentencePiece models were trained on lower-cased text (albert tokenization.py).
         let tokenizer_config = json!({
@@ -552,7 +552,8 @@ impl crate::arch::Architecture for Albert {
             ("spiece.model".into(), model),
             ("tokenizer_config.json".into(), serde_json::to_vec_pretty(&tokenizer_config).unwrap()),
             ("special_tokens_map.json".into(), serde_json::to_vec_pretty(&special).unwrap()),
-        ])
+        ]
+        .into())
     }
     fn probes(&self, seed: u64, batch: usize, seq_len: Option<usize>) -> Probes {
         let max = self.cfg.max_position_embeddings;

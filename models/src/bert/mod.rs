@@ -563,9 +563,9 @@ impl crate::arch::Architecture for Bert {
         &self,
         search_dirs: &[&std::path::Path],
         options: &crate::arch::TokenizerOptions,
-    ) -> Result<Vec<(String, Vec<u8>)>, String> {
+    ) -> Result<crate::arch::TokenizerFiles, String> {
         let Some(path) = search_dirs.iter().map(|d| d.join("vocab.txt")).find(|p| p.is_file()) else {
-            return Ok(Vec::new());
+            return Ok(Default::default());
         };
         let vocab = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let text = String::from_utf8_lossy(&vocab);
@@ -589,7 +589,8 @@ impl crate::arch::Architecture for Bert {
             ("vocab.txt".into(), vocab),
             ("tokenizer_config.json".into(), serde_json::to_vec_pretty(&tokenizer_config).unwrap()),
             ("special_tokens_map.json".into(), serde_json::to_vec_pretty(&special).unwrap()),
-        ])
+        ]
+        .into())
     }
     fn probes(&self, seed: u64, batch: usize, seq_len: Option<usize>) -> Probes {
         // Full length by default, so every position embedding row is exercised.

@@ -409,9 +409,9 @@ impl crate::arch::Architecture for T5 {
     fn hf_config(&self, dtype: &str, finetuning_task: Option<&str>) -> serde_json::Value {
         hf_config(&self.cfg, dtype, finetuning_task)
     }
-    fn tokenizer_files(&self, search_dirs: &[&std::path::Path], _options: &crate::arch::TokenizerOptions) -> Result<Vec<(String, Vec<u8>)>, String> {
+    fn tokenizer_files(&self, search_dirs: &[&std::path::Path], _options: &crate::arch::TokenizerOptions) -> Result<crate::arch::TokenizerFiles, String> {
         let names = ["spiece.model", "sentencepiece.model"];
-        let Some(path) = search_dirs.iter().flat_map(|d| names.iter().map(move |n| d.join(n))).find(|p| p.is_file()) else { return Ok(Vec::new()) };
+        let Some(path) = search_dirs.iter().flat_map(|d| names.iter().map(move |n| d.join(n))).find(|p| p.is_file()) else { return Ok(Default::default()) };
         let model = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         // T5's vocabulary: the SentencePiece pieces plus 100 sentinels, padded to a multiple of 128.
         let extra = 100;
@@ -424,7 +424,8 @@ impl crate::arch::Architecture for T5 {
             ("spiece.model".into(), model),
             ("tokenizer_config.json".into(), serde_json::to_vec_pretty(&tokenizer_config).unwrap()),
             ("special_tokens_map.json".into(), serde_json::to_vec_pretty(&special).unwrap()),
-        ])
+        ]
+        .into())
     }
     fn probes(&self, seed: u64, batch: usize, seq_len: Option<usize>) -> Probes {
         let (enc, dec) = match seq_len {

@@ -468,8 +468,8 @@ impl crate::arch::Architecture for Xlnet {
     fn hf_config(&self, dtype: &str, finetuning_task: Option<&str>) -> serde_json::Value {
         hf_config(&self.original, &self.cfg, &self.head, dtype, finetuning_task)
     }
-    fn tokenizer_files(&self, search_dirs: &[&std::path::Path], options: &crate::arch::TokenizerOptions) -> Result<Vec<(String, Vec<u8>)>, String> {
-        let Some(path) = search_dirs.iter().map(|d| d.join("spiece.model")).find(|p| p.is_file()) else { return Ok(Vec::new()) };
+    fn tokenizer_files(&self, search_dirs: &[&std::path::Path], options: &crate::arch::TokenizerOptions) -> Result<crate::arch::TokenizerFiles, String> {
+        let Some(path) = search_dirs.iter().map(|d| d.join("spiece.model")).find(|p| p.is_file()) else { return Ok(Default::default()) };
         let model = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         // The released models are cased (cased_L-24_H-1024_A-16).
         let special = json!({
@@ -487,7 +487,8 @@ impl crate::arch::Architecture for Xlnet {
             ("spiece.model".into(), model),
             ("tokenizer_config.json".into(), serde_json::to_vec_pretty(&tokenizer_config).unwrap()),
             ("special_tokens_map.json".into(), serde_json::to_vec_pretty(&special).unwrap()),
-        ])
+        ]
+        .into())
     }
     fn probes(&self, seed: u64, batch: usize, seq_len: Option<usize>) -> Probes {
         probes::random(&self.cfg, self.two_stream(), seed, batch, seq_len.unwrap_or(probes::DEFAULT_LEN))
