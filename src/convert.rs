@@ -408,30 +408,40 @@ impl Conversion {
             for (m, spec) in plan.mappings.iter().zip(&specs) {
                 let src = ckpt.info(&m.source).expect("planned from this checkpoint").clone();
                 let bytes = ckpt.read(&m.source)?;
-                let moved = apply_transforms(bytes, src.dtype, &src.shape, &m.transforms)
-                    .map_err(|e| Error::tensor(ckpt.path(), &m.source, e))?;
-                if matches!(moved, Cow::Owned(_)) {
-                    // A transposed copy holds everything needed: the input pages can go now.
-                    ckpt.release(&m.source);
-                }
-                // Cast and written piece by piece, so a widening cast (bfloat16 → float32) never
-                // holds the whole converted tensor: memory follows the tensor as stored.
-                let step = CAST_CHUNK_ELEMENTS * src.dtype.size().unwrap_or(1);
+                let elem = src.dtype.size().unwrap_or(1);
                 let mut cast_error = None;
-                sink.write_tensor_with(&m.target, &mut |w| {
-                    for piece in moved.chunks(step) {
-                        match sink::cast(piece, src.dtype, spec.dtype) {
-                            Ok(bytes) => w.write_all(&bytes)?,
-                            Err(e) => {
-                                cast_error = Some(e);
-                                return Err(std::io::Error::other("cast failed"));
-                            }
+                let mut cast_write = |w: &mut dyn std::io::Write, piece: &[u8]| -> std::io::Result<()> {
+                    match sink::cast(piece, src.dtype, spec.dtype) {
+                        Ok(bytes) => w.write_all(&bytes),
+                        Err(e) => {
+                            cast_error = Some(e);
+                            Err(std::io::Error::other("cast failed"))
                         }
                     }
-                    Ok(())
-                })
-                .map_err(|e| cast_error.take().unwrap_or(e))?;
-                drop(moved);
+                };
+                // Cast and written a slab at a time, so neither a widening cast (bfloat16 →
+                // float32) nor a transpose ever holds the whole converted tensor: memory follows
+                // the largest tensor as stored.
+                let written = match (m.transforms.as_slice(), src.shape.as_slice()) {
+                    ([Transform::Transpose], &[rows, cols]) if bytes.len() == rows * cols * elem => {
+                        let slab = (CAST_CHUNK_ELEMENTS / rows.max(1)).max(1);
+                        sink.write_tensor_with(&m.target, &mut |w| {
+                            for c0 in (0..cols).step_by(slab) {
+                                cast_write(w, &transpose_columns(&bytes, rows, cols, elem, c0..(c0 + slab).min(cols)))?;
+                            }
+                            Ok(())
+                        })
+                    }
+                    _ => {
+                        let moved = apply_transforms(Cow::Borrowed(&bytes), src.dtype, &src.shape, &m.transforms)
+                            .map_err(|e| Error::tensor(ckpt.path(), &m.source, e))?;
+                        sink.write_tensor_with(&m.target, &mut |w| {
+                            moved.chunks(CAST_CHUNK_ELEMENTS * elem).try_for_each(|piece| cast_write(w, piece))
+                        })
+                    }
+                };
+                written.map_err(|e| cast_error.take().unwrap_or(e))?;
+                drop(bytes);
                 ckpt.release(&m.source);
                 progress.tick(&m.target);
             }
@@ -511,20 +521,27 @@ pub fn apply_transforms<'a>(bytes: Cow<'a, [u8]>, dtype: DType, shape: &[usize],
 /// Transposes a rows×cols matrix of `elem`-byte elements, in cache-sized tiles so that large
 /// kernels don't thrash (a naive loop falls to ~0.1 GB/s on 16k² matrices).
 pub fn transpose(src: &[u8], rows: usize, cols: usize, elem: usize) -> Vec<u8> {
+    transpose_columns(src, rows, cols, elem, 0..cols)
+}
+
+/// Rows `columns` of the transpose of the row-major `rows × cols` matrix `src`: the transposed
+/// matrix a slab at a time, so a large kernel is never copied whole.
+pub fn transpose_columns(src: &[u8], rows: usize, cols: usize, elem: usize, columns: std::ops::Range<usize>) -> Vec<u8> {
     assert_eq!(src.len(), rows * cols * elem, "transpose: byte length does not match the shape");
-    let mut dst = vec![0u8; src.len()];
+    assert!(columns.end <= cols, "transpose: columns {columns:?} out of {cols}");
+    let mut dst = vec![0u8; columns.len() * rows * elem];
     match elem {
-        1 => transpose_tiled::<[u8; 1]>(src, &mut dst, rows, cols),
-        2 => transpose_tiled::<[u8; 2]>(src, &mut dst, rows, cols),
-        4 => transpose_tiled::<[u8; 4]>(src, &mut dst, rows, cols),
-        8 => transpose_tiled::<[u8; 8]>(src, &mut dst, rows, cols),
+        1 => transpose_tiled::<[u8; 1]>(src, &mut dst, rows, cols, columns),
+        2 => transpose_tiled::<[u8; 2]>(src, &mut dst, rows, cols, columns),
+        4 => transpose_tiled::<[u8; 4]>(src, &mut dst, rows, cols, columns),
+        8 => transpose_tiled::<[u8; 8]>(src, &mut dst, rows, cols, columns),
         _ => unreachable!("element sizes are 1, 2, 4 or 8 bytes"),
     }
     dst
 }
 
 /// The tiled loop, monomorphised per element size so each move is one fixed-size copy.
-fn transpose_tiled<E: Copy>(src: &[u8], dst: &mut [u8], rows: usize, cols: usize) {
+fn transpose_tiled<E: Copy>(src: &[u8], dst: &mut [u8], rows: usize, cols: usize, columns: std::ops::Range<usize>) {
     const TILE: usize = 32;
     let size = std::mem::size_of::<E>();
     let load = |i: usize| -> E {
@@ -533,11 +550,11 @@ fn transpose_tiled<E: Copy>(src: &[u8], dst: &mut [u8], rows: usize, cols: usize
         unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const E) }
     };
     for r0 in (0..rows).step_by(TILE) {
-        for c0 in (0..cols).step_by(TILE) {
-            for c in c0..(c0 + TILE).min(cols) {
+        for c0 in columns.clone().step_by(TILE) {
+            for c in c0..(c0 + TILE).min(columns.end) {
                 for r in r0..(r0 + TILE).min(rows) {
                     let value = load(r * cols + c);
-                    let d = (c * rows + r) * size;
+                    let d = ((c - columns.start) * rows + r) * size;
                     let out = &mut dst[d..d + size];
                     // SAFETY: `out` is exactly size_of::<E>() long; E is a byte array.
                     unsafe { std::ptr::write_unaligned(out.as_mut_ptr() as *mut E, value) };
