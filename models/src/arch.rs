@@ -110,7 +110,7 @@ pub struct Family {
 }
 
 /// Every architecture tfconv converts: one line each.
-pub const FAMILIES: &[Family] = &[crate::bert::FAMILY, crate::albert::FAMILY, crate::xlnet::FAMILY];
+pub const FAMILIES: &[Family] = &[crate::bert::FAMILY, crate::albert::FAMILY, crate::xlnet::FAMILY, crate::xlm::FAMILY];
 
 /// Model types tfconv knows, for messages.
 pub fn model_types() -> Vec<&'static str> {

@@ -11,4 +11,5 @@ pub mod roles;
 pub mod stage;
 pub mod synthetic;
 pub mod tf_graph;
+pub mod xlm;
 pub mod xlnet;
