@@ -400,7 +400,7 @@ fn verify(args: VerifyArgs) -> crate::Result<u8> {
             .map_err(|e| Error::Mapping(format!("{}: {e}", ckpt.path().display())))?
             .to_string(),
     };
-    let (original_path, original, trusted) = match crate::convert::find_config(ckpt.path(), args.config.as_deref(), &model_type) {
+    let (original_path, original, trusted) = match crate::convert::find_config(ckpt.as_ref(), args.config.as_deref(), &model_type) {
         Ok((path, value)) => (path, value, false),
         Err(Error::Resolve(why)) if args.trust_folder_config => {
             eprintln!("warning: {why}; the reference uses the folder's own config.json (--trust-folder-config), so mistakes in that file cannot be detected");

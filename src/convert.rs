@@ -78,16 +78,25 @@ pub fn source_vars(ckpt: &dyn Checkpoint) -> Vec<SourceVar> {
     ckpt.tensors().iter().map(|t| SourceVar { name: t.name.clone(), shape: t.shape.clone() }).collect()
 }
 
-/// The original config file: `explicit`, else the first of `model_type`'s original config names
-/// (`bert_config.json`, `albert_config.json`, then `config.json`) beside the checkpoint.
-pub fn find_config(ckpt_path: &Path, explicit: Option<&Path>, model_type: &str) -> Result<(PathBuf, serde_json::Value)> {
+/// The original config: `explicit`, else the one the checkpoint carries itself (an XLM `.pth`),
+/// else the first of `model_type`'s original config names (`bert_config.json`,
+/// `albert_config.json`, then `config.json`) beside the checkpoint. Returns where it was read
+/// (the checkpoint's own path for an embedded config) and its value.
+pub fn find_config(ckpt: &dyn Checkpoint, explicit: Option<&Path>, model_type: &str) -> Result<(PathBuf, serde_json::Value)> {
     let path = match explicit {
         Some(p) => p.to_path_buf(),
         None => {
-            let dir = checkpoint_dir(ckpt_path);
+            if let Some(embedded) = ckpt.embedded_config() {
+                return Ok((ckpt.path().to_path_buf(), embedded));
+            }
+            let dir = checkpoint_dir(ckpt.path());
             let names = arch::config_names(model_type);
             names.iter().map(|n| dir.join(n)).find(|p| p.is_file()).ok_or_else(|| {
-                Error::Resolve(format!("no config given and none of {} found in {}; pass --config", names.join(", "), dir.display()))
+                let tried = match names.is_empty() {
+                    true => format!("the checkpoint holds no config of its own ({model_type} keeps it inside)"),
+                    false => format!("none of {} found in {}", names.join(", "), dir.display()),
+                };
+                Error::Resolve(format!("no config given and {tried}; pass --config"))
             })?
         }
     };
@@ -170,7 +179,7 @@ pub fn prepare(opts: &ConvertOptions) -> Result<Prepared> {
         Some(t) => t.clone(),
         None => arch::detect_model_type(&vars).map_err(|e| Error::Mapping(format!("{}: {e}", ckpt.path().display())))?.to_string(),
     };
-    let (config_path, config) = find_config(ckpt.path(), opts.config.as_deref(), &model_type)?;
+    let (config_path, config) = find_config(ckpt.as_ref(), opts.config.as_deref(), &model_type)?;
     // The task name picks the head where a checkpoint's heads are named by task (XLNet).
     let mut overrides = opts.config_overrides.clone();
     if let Some(task) = &opts.finetuning_task {

@@ -56,9 +56,9 @@ pub fn write_case(dir: &Path, case: &GoldenCase) -> Result<std::path::PathBuf> {
             }
         }
     }
-    if !case.files.iter().any(|(name, _)| *name == case.config_file) {
+    if let Some(file) = case.config_file.filter(|f| !case.files.iter().any(|(name, _)| name == f)) {
         let config = serde_json::to_string_pretty(&case.config).expect("a JSON value serializes") + "\n";
-        std::fs::write(dir.join(case.config_file), config).map_err(|e| Error::io(dir.join(case.config_file), e))?;
+        std::fs::write(dir.join(file), config).map_err(|e| Error::io(dir.join(file), e))?;
     }
     for (name, bytes) in &case.files {
         std::fs::write(dir.join(name), bytes).map_err(|e| Error::io(dir.join(name), e))?;

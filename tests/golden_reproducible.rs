@@ -70,7 +70,7 @@ fn tf_reference(dir: &Path, probes: &Probes) -> Outputs {
     let ckpt = source::open(&golden_checkpoint(dir)).expect("open the golden checkpoint");
     let vars = convert::source_vars(ckpt.as_ref());
     let model_type = tfconv_models::arch::detect_model_type(&vars).expect("model type");
-    let (_, config) = convert::find_config(ckpt.path(), None, model_type).expect("original config");
+    let (_, config) = convert::find_config(ckpt.as_ref(), None, model_type).expect("original config");
     let arch = tfconv_models::arch::from_original(model_type, &config, &vars).expect("architecture");
     let weights = tf_io::original_weights(ckpt.as_ref()).expect("the original weights");
     arch.reference_outputs(&weights, &probes.inputs).expect("TensorFlow reference run")

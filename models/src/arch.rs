@@ -128,7 +128,14 @@ pub struct Family {
 }
 
 /// Every architecture tfconv converts: one line each.
-pub const FAMILIES: &[Family] = &[crate::bert::FAMILY, crate::albert::FAMILY, crate::gpt2::FAMILY, crate::xlnet::FAMILY, crate::t5::FAMILY];
+pub const FAMILIES: &[Family] = &[
+    crate::bert::FAMILY,
+    crate::albert::FAMILY,
+    crate::gpt2::FAMILY,
+    crate::xlnet::FAMILY,
+    crate::xlm::FAMILY,
+    crate::t5::FAMILY,
+];
 
 /// Model types tfconv knows, for messages.
 pub fn model_types() -> Vec<&'static str> {

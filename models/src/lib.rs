@@ -13,4 +13,5 @@ pub mod stage;
 pub mod synthetic;
 pub mod t5;
 pub mod tf_graph;
+pub mod xlm;
 pub mod xlnet;

@@ -100,10 +100,11 @@ pub struct GoldenCase {
     /// What `--tf-checkpoint` is given: the prefix of a TF checkpoint ("bert_model.ckpt"), or a
     /// file or folder of `checkpoint_files` for other formats.
     pub checkpoint: &'static str,
-    /// File name of the original config beside it, e.g. "bert_config.json".
-    pub config_file: &'static str,
+    /// File name of the original config beside it, e.g. "bert_config.json"; None when the
+    /// checkpoint holds its own config (XLM's `.pth` files carry their `params`).
+    pub config_file: Option<&'static str>,
     /// The original config as tfconv reads it; written as JSON to `config_file` unless `files`
-    /// holds that file in its own format (T5's `operative_config.gin`).
+    /// holds that file in its own format (T5's `operative_config.gin`); Null when there is none.
     pub config: serde_json::Value,
     /// Other files beside the checkpoint (vocabularies), as (file name, bytes).
     pub files: Vec<(&'static str, Vec<u8>)>,

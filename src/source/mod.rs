@@ -94,6 +94,13 @@ pub trait Checkpoint: Send + Sync {
         &[]
     }
 
+    /// What the file says about the model besides its tensors, for formats that store the
+    /// original config inside the checkpoint (a `torch.save` file's other entries: XLM's
+    /// `params` and dictionary), as JSON. None where the config is a separate file.
+    fn embedded_config(&self) -> Option<serde_json::Value> {
+        None
+    }
+
     fn info(&self, name: &str) -> Option<&TensorInfo> {
         let all = self.tensors();
         all.binary_search_by(|t| t.name.as_str().cmp(name)).ok().map(|i| &all[i])

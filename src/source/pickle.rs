@@ -117,6 +117,30 @@ impl Value {
     }
 }
 
+/// The module-level names a pickle may refer to: what `torch.save` writes for tensors, state
+/// dicts and the plain Python and numpy values a training script keeps beside them (XLM's
+/// `params`, an `argparse.Namespace`, numpy scalars and arrays, optimizer state). Anything else
+/// (`os.system`, `builtins.eval`, a model class) is refused: a reader that only records calls
+/// never runs it, but such a file is not a checkpoint of weights.
+pub fn allowed_global(module: &str, name: &str) -> bool {
+    const TORCH_DTYPES: &[&str] = &[
+        "float16", "float32", "float64", "bfloat16", "half", "float", "double", "int8", "int16", "int32", "int64",
+        "uint8", "bool", "long", "int", "short", "complex64", "complex128",
+    ];
+    match module {
+        "torch._utils" => name.starts_with("_rebuild_"),
+        "torch" => name.ends_with("Storage") || matches!(name, "device" | "Size") || TORCH_DTYPES.contains(&name),
+        "collections" => matches!(name, "OrderedDict" | "defaultdict" | "Counter"),
+        "argparse" => name == "Namespace",
+        "builtins" | "__builtin__" => matches!(name, "set" | "frozenset"),
+        "numpy.core.multiarray" | "numpy._core.multiarray" => matches!(name, "_reconstruct" | "scalar"),
+        "numpy" => matches!(name, "ndarray" | "dtype"),
+        "numpy.dtypes" => name.ends_with("DType"),
+        "_codecs" => name == "encode",
+        _ => false,
+    }
+}
+
 /// Deepest nesting accepted: real checkpoints nest fewer than 10 levels; the bound keeps the
 /// recursive copy (and every recursive consumer of the tree) far from the stack limit.
 pub const MAX_DEPTH: usize = 100;
@@ -493,6 +517,12 @@ impl Machine<'_> {
                 b'c' => {
                     let module = self.line(op)?;
                     let name = self.line(op)?;
+                    if !allowed_global(&module, &name) {
+                        return Err(format!(
+                            "GLOBAL at byte {at} names {module}.{name}, which torch.save does not write for tensors and \
+                             plain data; refusing the file (torch.load would import {module} and call it)"
+                        ));
+                    }
                     let v = self.node(Node::Global(module, name));
                     self.push(v);
                 }
@@ -897,6 +927,26 @@ pub(crate) mod tests {
         for (bytes, want) in cases {
             let e = perr(&bytes);
             assert!(e.contains(want), "{e:?} should contain {want:?}");
+        }
+    }
+
+    /// The classic exploit pickles are refused at their GLOBAL, naming it; torch's own names pass.
+    #[test]
+    fn arbitrary_globals_are_refused() {
+        for (module, name) in [("os", "system"), ("posix", "system"), ("builtins", "eval"), ("subprocess", "Popen"), ("torch", "load"), ("xlm.model", "TransformerModel")] {
+            let bytes = W::new().global(module, name).s("touch /tmp/pwned").op(0x85).op(b'R').stop();
+            let e = perr(&bytes);
+            assert!(e.contains(&format!("GLOBAL at byte 2 names {module}.{name}, which torch.save does not write")), "{e}");
+        }
+        for (module, name) in [
+            ("torch._utils", "_rebuild_tensor_v2"),
+            ("torch", "FloatStorage"),
+            ("collections", "OrderedDict"),
+            ("argparse", "Namespace"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("_codecs", "encode"),
+        ] {
+            assert!(allowed_global(module, name), "{module}.{name}");
         }
     }
 

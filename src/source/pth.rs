@@ -781,6 +781,11 @@ impl Checkpoint for PthCheckpoint {
         Err(Error::tensor(&self.path, name, format!("holds {} values, not strings; use read", info.dtype.name())))
     }
 
+    /// The [`PthCheckpoint::metadata`], when the file has any (a bare state dict has none).
+    fn embedded_config(&self) -> Option<Json> {
+        self.metadata.as_object().is_some_and(|m| !m.is_empty()).then(|| self.metadata.clone())
+    }
+
     fn release(&self, name: &str) {
         if let Ok((_, v)) = self.lookup(name) {
             let span = v.span();
@@ -1250,6 +1255,35 @@ mod tests {
         v[at + 13] = 0x89;
         input_err(v, &["big-endian machine"]);
         input_err(legacy[..30].to_vec(), &["legacy pickle #3 (system info): pickle is truncated"]);
+    }
+
+    /// What `torch.load` of an untrusted file would run, `params = {"x": os.system("touch …")}`,
+    /// refused in either container before anything else is read.
+    #[test]
+    fn a_pickle_calling_os_system_is_refused() {
+        let six = f32s(SIX);
+        let pkl = W::new()
+            .op(b'}')
+            .op(b'(')
+            .s("model")
+            .op(b'}')
+            .s("w")
+            .tensor("FloatStorage", "0", 6, 0, &[6], &[1])
+            .op(b's')
+            .s("params")
+            .op(b'}')
+            .s("x")
+            .global("os", "system")
+            .s("touch /tmp/tfconv-pwned")
+            .op(0x85)
+            .op(b'R')
+            .op(b's')
+            .op(b'u')
+            .stop();
+        let refusal = "names os.system, which torch.save does not write for tensors and plain data; refusing the file";
+        input_err(torch_zip(&pkl, &[("0", &six)]), &["data.pkl: GLOBAL at byte", refusal]);
+        input_err(torch_legacy(&pkl, &[("0", 6, &six)]), &["legacy pickle #4 (the saved object): GLOBAL at byte", refusal]);
+        assert!(!Path::new("/tmp/tfconv-pwned").exists());
     }
 
     #[test]

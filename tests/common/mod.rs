@@ -36,7 +36,7 @@ pub fn copy_golden(case: &str, dir: &Path) -> PathBuf {
         let name = entry.unwrap().file_name();
         let name = name.to_str().unwrap();
         let shipped = name.starts_with(golden_case.checkpoint)
-            || name == golden_case.config_file
+            || Some(name) == golden_case.config_file
             || golden_case.files.iter().any(|(f, _)| *f == name);
         if shipped {
             std::fs::copy(golden(case).join(name), dir.join(name)).unwrap();

@@ -45,7 +45,9 @@ pub fn write_all(root: &Path) -> Result<()> {
         let prefix = tfconv::synthetic::write_case(&dir, &case)?;
         let ckpt = tfconv::source::open(&prefix)?;
         let vars: Vec<SourceVar> = ckpt.tensors().iter().map(|t| SourceVar { name: t.name.clone(), shape: t.shape.clone() }).collect();
-        let model = arch::from_original(case.model_type, &case.config, &vars).map_err(|e| anyhow!("golden/{}: {e}", case.dir))?;
+        // The config as convert finds it: the file written beside the checkpoint, or the one inside it.
+        let (_, config) = tfconv::convert::find_config(ckpt.as_ref(), None, case.model_type)?;
+        let model = arch::from_original(case.model_type, &config, &vars).map_err(|e| anyhow!("golden/{}: {e}", case.dir))?;
         let probes = model.probes(PROBE_SEED, 3, None);
         fs::write(dir.join("probes.json"), probes.to_json_lines())?;
         let weights = tf_io::original_weights(ckpt.as_ref())?;

@@ -163,7 +163,7 @@ pub fn golden_cases() -> Vec<GoldenCase> {
                 dir,
                 model_type: "albert",
                 checkpoint: "model.ckpt-best",
-                config_file: "albert_config.json",
+                config_file: Some("albert_config.json"),
                 contents: Contents::TfBundle(checkpoint(&cfg, head, spelling, seed, trainer_state)),
                 config,
                 files: vec![("30k-clean.model", tiny_spiece_model())],

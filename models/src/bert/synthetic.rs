@@ -212,7 +212,7 @@ pub fn golden_cases() -> Vec<GoldenCase> {
             dir,
             model_type: "bert",
             checkpoint: "bert_model.ckpt",
-            config_file: "bert_config.json",
+            config_file: Some("bert_config.json"),
             config: config.clone(),
             files: vec![("vocab.txt", tiny_vocab(cfg.vocab_size).into_bytes())],
             contents: Contents::TfBundle(match layout {

@@ -102,7 +102,7 @@ pub fn golden_cases() -> Vec<GoldenCase> {
         dir: "gpt2",
         model_type: "gpt2",
         checkpoint: "model.ckpt",
-        config_file: "hparams.json",
+        config_file: Some("hparams.json"),
         contents: crate::synthetic::Contents::TfBundle(checkpoint(&cfg, 31, true)),
         config,
         files: vec![("encoder.json", encoder), ("vocab.bpe", merges)],

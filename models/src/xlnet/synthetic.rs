@@ -130,7 +130,7 @@ pub fn golden_cases() -> Vec<GoldenCase> {
             dir,
             model_type: "xlnet",
             checkpoint: "xlnet_model.ckpt",
-            config_file: "xlnet_config.json",
+            config_file: Some("xlnet_config.json"),
             config: config_json(&cfg),
             files: vec![("spiece.model", tiny_spiece_model())],
             contents: crate::synthetic::Contents::TfBundle(checkpoint(&cfg, &contents, seed)),
