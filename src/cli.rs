@@ -60,7 +60,7 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ConvertArgs {
-    /// Model type (bert, albert, gpt2); detected from the variable names when absent.
+    /// Model type (bert, albert, gpt2, openai-gpt); detected from the variable names when absent.
     #[arg(long, visible_alias = "model_type")]
     model_type: Option<String>,
     /// The original checkpoint: prefix, one of its files, or its directory.
@@ -408,8 +408,13 @@ fn verify(args: VerifyArgs) -> crate::Result<u8> {
         }
         Err(e) => return Err(e),
     };
-    let (arch, plan) =
-        crate::convert::original_model(ckpt.as_ref(), &vars, &model_type, &original_path, original, &overrides(&args.hidden_act))?;
+    // The folder's finetuning_task is what it was converted for (the class OpenAI GPT's folder
+    // holds), a choice made on the command line, not a fact of the original: taken as given.
+    let mut overrides = overrides(&args.hidden_act);
+    if let Some(task) = config.get(crate::convert::FINETUNING_TASK).filter(|t| !t.is_null()) {
+        overrides.push((crate::convert::FINETUNING_TASK.into(), task.clone()));
+    }
+    let (arch, plan) = crate::convert::original_model(ckpt.as_ref(), &vars, &model_type, &original_path, original, &overrides)?;
     check_seq_len(arch.as_ref(), &args.flags)?;
     let mut protected = crate::convert::checkpoint_inputs(ckpt.as_ref(), &original_path);
     protected.add_input_folder(&args.hf_dir);

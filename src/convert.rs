@@ -86,9 +86,20 @@ pub fn find_config(ckpt_path: &Path, explicit: Option<&Path>, model_type: &str) 
         None => {
             let dir = checkpoint_dir(ckpt_path);
             let names = arch::config_names(model_type);
-            names.iter().map(|n| dir.join(n)).find(|p| p.is_file()).ok_or_else(|| {
-                Error::Resolve(format!("no config given and none of {} found in {}; pass --config", names.join(", "), dir.display()))
-            })?
+            match names.iter().map(|n| dir.join(n)).find(|p| p.is_file()) {
+                Some(path) => path,
+                // A release without a config file: the checkpoint (and the defaults) describe it.
+                None => match arch::default_config(model_type) {
+                    Some(config) => return Ok((ckpt_path.to_path_buf(), config)),
+                    None => {
+                        return Err(Error::Resolve(format!(
+                            "no config given and none of {} found in {}; pass --config",
+                            names.join(", "),
+                            dir.display()
+                        )))
+                    }
+                },
+            }
         }
     };
     let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
@@ -170,9 +181,18 @@ pub fn prepare(opts: &ConvertOptions) -> Result<Prepared> {
         None => arch::detect_model_type(&vars).map_err(|e| Error::Mapping(format!("{}: {e}", ckpt.path().display())))?.to_string(),
     };
     let (config_path, config) = find_config(ckpt.path(), opts.config.as_deref(), &model_type)?;
-    let (arch, plan) = original_model(ckpt.as_ref(), &vars, &model_type, &config_path, config, &opts.config_overrides)?;
+    let mut overrides = opts.config_overrides.clone();
+    // The task names what the output is for (OpenAI GPT's double-heads class), which only the
+    // command line says: the model is built from the config with it.
+    if let Some(task) = &opts.finetuning_task {
+        overrides.push((FINETUNING_TASK.into(), task.as_str().into()));
+    }
+    let (arch, plan) = original_model(ckpt.as_ref(), &vars, &model_type, &config_path, config, &overrides)?;
     Ok(Prepared { checkpoint: ckpt, arch, plan, config_path })
 }
+
+/// The config key `--finetuning_task_name` sets (HF's `finetuning_task`).
+pub const FINETUNING_TASK: &str = "finetuning_task";
 
 /// The original model for `config` (with command-line `overrides` applied) and its mapping
 /// plan for `vars`: what both `convert` and `verify` build the reference and the plan from.

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-pub use tfconv_models::synthetic::{Data, GoldenCase, Rng, Variable};
+pub use tfconv_models::synthetic::{Data, GoldenCase, Rng, Storage, Variable};
 
 use crate::error::{Error, Result};
 use crate::source::DType;
@@ -24,10 +24,39 @@ pub fn write_checkpoint(prefix: &Path, variables: &[Variable]) -> Result<()> {
     tf_io::save_v2(prefix, &items)
 }
 
-/// Writes a golden case's checkpoint, config and tokenizer files into `dir`; returns the prefix.
+/// Writes `variables` (float32, in order) as OpenAI GPT's release does: `params_shapes.json`
+/// and the values concatenated and cut into `shards` nearly equal `params_{i}.npy` files, so
+/// that variables straddle shards as in the release.
+pub fn write_numpy_shards(dir: &Path, variables: &[Variable], shards: usize) -> Result<()> {
+    let mut values = Vec::new();
+    let mut shapes = Vec::new();
+    for v in variables {
+        let Data::F32(data) = &v.data else {
+            return Err(Error::Output(format!("{}: the numpy layout holds float32 values only", v.name)));
+        };
+        values.extend(data.iter().flat_map(|x| x.to_le_bytes()));
+        shapes.push(v.shape.clone());
+    }
+    let write = |name: &str, bytes: &[u8]| std::fs::write(dir.join(name), bytes).map_err(|e| Error::io(dir.join(name), e));
+    write(crate::source::numpy::SHAPES_FILE, serde_json::to_string(&shapes).expect("JSON of plain values").as_bytes())?;
+    let numel = values.len() / 4;
+    let per_shard = numel.div_ceil(shards.max(1));
+    for i in 0..shards.max(1) {
+        let (from, to) = ((i * per_shard).min(numel), ((i + 1) * per_shard).min(numel));
+        let bytes = crate::source::numpy::npy_bytes("<f4", &[to - from], &values[from * 4..to * 4]);
+        write(&crate::source::numpy::shard_name(i), &bytes)?;
+    }
+    Ok(())
+}
+
+/// Writes a golden case's checkpoint, config and tokenizer files into `dir`; returns the path
+/// to open it by (the prefix, or the numpy folder's shapes file).
 pub fn write_case(dir: &Path, case: &GoldenCase) -> Result<std::path::PathBuf> {
     let prefix = dir.join(case.checkpoint);
-    write_checkpoint(&prefix, &case.variables)?;
+    match case.storage {
+        Storage::TfBundle => write_checkpoint(&prefix, &case.variables)?,
+        Storage::NumpyShards { shards } => write_numpy_shards(dir, &case.variables, shards)?,
+    }
     let config = serde_json::to_string_pretty(&case.config).expect("a JSON value serializes") + "\n";
     std::fs::write(dir.join(case.config_file), config).map_err(|e| Error::io(dir.join(case.config_file), e))?;
     for (name, bytes) in &case.files {

@@ -320,3 +320,30 @@ pub fn restore(prefix: &str, requests: &[(&str, &str, DType)]) -> Result<Vec<Hos
     let restore = g.op("RestoreV2", &[prefix, names, specs], &[], |nd| nd.set_attr_type_list("dtypes", &tf_dtypes))?;
     g.run(None, Some((&restore, &dtypes)))
 }
+
+/// The original checkpoint as the TensorFlow reference reads it: restored by `RestoreV2` with
+/// each variable's stored dtype, or, for a format TF cannot read, through `read` (pass
+/// `&|name| read_f32(ckpt, name)`) as constants.
+pub fn original_weights<'a>(ckpt: &dyn crate::source::Checkpoint, read: tfconv_models::tf_graph::ReadArray<'a>) -> tfconv_models::tf_graph::OriginalWeights<'a> {
+    let dtypes = ckpt.tensors().iter().map(|t| (t.name.clone(), tf_dtype(t.dtype))).collect();
+    let mut weights = tfconv_models::tf_graph::OriginalWeights::new(ckpt.path().to_string_lossy(), dtypes);
+    if !restorable(ckpt) {
+        weights.arrays = Some(read);
+    }
+    weights
+}
+
+/// Whether TensorFlow's `RestoreV2` reads this checkpoint's format itself (V2 bundles, and V1
+/// files through its fallback); any other original (OpenAI GPT's numpy shards) is handed to the
+/// reference as constants through [`read_f32`].
+pub fn restorable(ckpt: &dyn crate::source::Checkpoint) -> bool {
+    matches!(ckpt.format(), "tf-bundle-v2" | "tf-checkpoint-v1")
+}
+
+/// One variable of `ckpt` as float32 (shape, values), for the reference's constants.
+pub fn read_f32(ckpt: &dyn crate::source::Checkpoint, name: &str) -> anyhow::Result<(Vec<usize>, Vec<f32>)> {
+    let info = ckpt.info(name).ok_or_else(|| anyhow::anyhow!("{name} is not in {}", ckpt.path().display()))?;
+    let bytes = ckpt.read(name)?;
+    let floats = crate::sink::cast(&bytes, info.dtype, DType::F32)?;
+    Ok((info.shape.clone(), floats.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()))
+}

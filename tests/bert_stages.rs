@@ -30,7 +30,7 @@ struct Case {
     done: Converted,
     /// Every tensor of the converted model.safetensors.
     tensors: HashMap<String, Tensor>,
-    weights: OriginalWeights,
+    weights: OriginalWeights<'static>,
     probes: Probes,
 }
 

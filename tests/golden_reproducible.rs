@@ -3,7 +3,7 @@
 //! rerun on the original checkpoint with the stored probes, reproduces the stored outputs.
 //! Needs TensorFlow: a missing runtime makes these tests FAIL, never skip.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use tfconv::{convert, source, tf_io};
@@ -72,9 +72,8 @@ fn tf_reference(dir: &Path, probes: &Probes) -> Outputs {
     let model_type = tfconv_models::arch::detect_model_type(&vars).expect("model type");
     let (_, config) = convert::find_config(ckpt.path(), None, model_type).expect("original config");
     let arch = tfconv_models::arch::from_original(model_type, &config, &vars).expect("architecture");
-    let dtypes: HashMap<String, tensorflow::DataType> =
-        ckpt.tensors().iter().map(|t| (t.name.clone(), tf_io::tf_dtype(t.dtype))).collect();
-    let weights = tfconv_models::tf_graph::OriginalWeights::new(ckpt.path().to_string_lossy(), dtypes);
+    let read = |name: &str| tf_io::read_f32(ckpt.as_ref(), name);
+    let weights = tf_io::original_weights(ckpt.as_ref(), &read);
     arch.reference_outputs(&weights, &probes.inputs).expect("TensorFlow reference run")
 }
 

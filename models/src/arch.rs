@@ -91,6 +91,10 @@ pub struct Family {
     pub model_type: &'static str,
     /// Original config file names, tried beside the checkpoint when no config is given.
     pub config_names: &'static [&'static str],
+    /// The config when none of `config_names` is there, for releases that ship none (OpenAI
+    /// GPT): the architecture then takes what it can from the checkpoint and the rest from the
+    /// original training script's defaults. None: a config is required.
+    pub default_config: Option<fn() -> serde_json::Value>,
     /// Whether a checkpoint's variable names are this family's (for --model-type detection).
     pub looks_like: fn(&[SourceVar]) -> bool,
     /// The architecture for an original config and the checkpoint's variables.
@@ -115,6 +119,11 @@ pub fn config_names(model_type: &str) -> Vec<&'static str> {
         Some(f) => f.config_names.to_vec(),
         None => FAMILIES.iter().flat_map(|f| f.config_names.iter().copied()).collect(),
     }
+}
+
+/// The config `model_type` takes when no config file is found, if it may go without one.
+pub fn default_config(model_type: &str) -> Option<serde_json::Value> {
+    family(model_type).and_then(|f| f.default_config).map(|f| f())
 }
 
 fn family(model_type: &str) -> Option<&'static Family> {

@@ -103,4 +103,15 @@ pub struct GoldenCase {
     /// Other files beside the checkpoint (vocabularies), as (file name, bytes).
     pub files: Vec<(&'static str, Vec<u8>)>,
     pub variables: Vec<Variable>,
+    pub storage: Storage,
+}
+
+/// How a golden case's variables are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// A TF checkpoint written by TensorFlow's SaveV2 at `checkpoint`.
+    TfBundle,
+    /// OpenAI GPT's release layout in the case's folder: `params_shapes.json`, and the float32
+    /// variables in order, concatenated and cut into `shards` files `params_{i}.npy`.
+    NumpyShards { shards: usize },
 }

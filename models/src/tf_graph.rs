@@ -43,9 +43,12 @@ fn tf(what: &str) -> impl Fn(Status) -> anyhow::Error + '_ {
     move |s| anyhow!("TensorFlow {what}: {s}")
 }
 
+/// Reads one original variable as float32 (shape, row-major values).
+pub type ReadArray<'a> = &'a (dyn Fn(&str) -> Result<(Vec<usize>, Vec<f32>)> + Sync);
+
 /// The original checkpoint as the reference restores it.
-#[derive(Debug, Clone, Default)]
-pub struct OriginalWeights {
+#[derive(Clone, Default)]
+pub struct OriginalWeights<'a> {
     /// The checkpoint prefix given to `RestoreV2`.
     pub prefix: String,
     /// The stored dtype of each variable (absent: float32).
@@ -54,11 +57,25 @@ pub struct OriginalWeights {
     /// bfloat16): the reference rounds each to that type and back, as the conversion did, so
     /// both sides compute on identical values and the comparison measures only the conversion.
     pub round_to: HashMap<String, DataType>,
+    /// For originals that are no TF checkpoint (OpenAI GPT's numpy shards), which `RestoreV2`
+    /// cannot read: each variable is read through this and held by the graph as a constant.
+    pub arrays: Option<ReadArray<'a>>,
 }
 
-impl OriginalWeights {
+impl OriginalWeights<'_> {
     pub fn new(prefix: impl Into<String>, dtypes: HashMap<String, DataType>) -> Self {
-        OriginalWeights { prefix: prefix.into(), dtypes, round_to: HashMap::new() }
+        OriginalWeights { prefix: prefix.into(), dtypes, round_to: HashMap::new(), arrays: None }
+    }
+}
+
+impl std::fmt::Debug for OriginalWeights<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OriginalWeights")
+            .field("prefix", &self.prefix)
+            .field("dtypes", &self.dtypes)
+            .field("round_to", &self.round_to)
+            .field("arrays", &self.arrays.map(|_| "constants"))
+            .finish()
     }
 }
 
@@ -178,6 +195,15 @@ impl GraphBuilder {
         if names.is_empty() {
             return Ok(HashMap::new());
         }
+        if let Some(read) = weights.arrays {
+            let mut out = HashMap::new();
+            for name in names {
+                let (shape, values) = read(name).with_context(|| format!("reading {name}"))?;
+                let value = self.const_f32(&shape, &values)?;
+                out.insert(name.clone(), self.rounded(weights, name, value)?);
+            }
+            return Ok(out);
+        }
         let vars: Vec<(String, DataType)> =
             names.iter().map(|n| (n.clone(), weights.dtypes.get(n).copied().unwrap_or(DataType::Float))).collect();
         let prefix_t = self.const_strings(&[], &[weights.prefix.as_str()])?;
@@ -189,16 +215,21 @@ impl GraphBuilder {
         let mut out = HashMap::new();
         for (i, (name, dtype)) in vars.iter().enumerate() {
             let raw = Output { operation: restore.clone(), index: i as i32 };
-            let mut value = if *dtype == DataType::Float { raw } else { self.cast(&raw, DataType::Float)? };
-            if let Some(&stored) = weights.round_to.get(name) {
-                if stored != DataType::Float {
-                    let rounded = self.cast(&value, stored)?;
-                    value = self.cast(&rounded, DataType::Float)?;
-                }
-            }
-            out.insert(name.clone(), value);
+            let value = if *dtype == DataType::Float { raw } else { self.cast(&raw, DataType::Float)? };
+            out.insert(name.clone(), self.rounded(weights, name, value)?);
         }
         Ok(out)
+    }
+
+    /// `value` rounded to the dtype the folder stores `name` in and back (see `round_to`).
+    fn rounded(&mut self, weights: &OriginalWeights, name: &str, value: Output) -> Result<Output> {
+        match weights.round_to.get(name) {
+            Some(&stored) if stored != DataType::Float => {
+                let rounded = self.cast(&value, stored)?;
+                self.cast(&rounded, DataType::Float)
+            }
+            _ => Ok(value),
+        }
     }
 
     // ---- elementwise and shape ops --------------------------------------------------------

@@ -13,7 +13,6 @@ use tfconv_models::arch::Architecture;
 use tfconv_models::plan::Plan;
 use tfconv_models::probe::{Outputs, Probes};
 use tfconv_models::stage::{Stage, Value, Values};
-use tfconv_models::tf_graph::OriginalWeights;
 
 pub use compare::{OutputReport, Tolerance};
 
@@ -512,9 +511,8 @@ pub fn verify(
         return Ok(report);
     }
 
-    let dtypes: HashMap<String, tensorflow::DataType> =
-        ckpt.tensors().iter().map(|t| (t.name.clone(), tf_data_type(t.dtype))).collect();
-    let mut weights = OriginalWeights::new(ckpt.path().to_string_lossy(), dtypes);
+    let read = |name: &str| crate::tf_io::read_f32(ckpt, name);
+    let mut weights = crate::tf_io::original_weights(ckpt, &read);
     // Each original variable rounded as the folder stores it, so a float16 or bfloat16 folder is
     // held to float32 noise: any difference left is the conversion's, not the rounding's.
     weights.round_to = plan

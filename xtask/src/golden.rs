@@ -12,7 +12,6 @@ use tfconv::tf_io;
 use tfconv_models::arch;
 use tfconv_models::plan::SourceVar;
 use tfconv_models::probe::Outputs;
-use tfconv_models::tf_graph::OriginalWeights;
 
 /// Seed of the probes stored with every golden case.
 pub const PROBE_SEED: u64 = 7;
@@ -49,8 +48,8 @@ pub fn write_all(root: &Path) -> Result<()> {
         let model = arch::from_original(case.model_type, &case.config, &vars).map_err(|e| anyhow!("golden/{}: {e}", case.dir))?;
         let probes = model.probes(PROBE_SEED, 3, None);
         fs::write(dir.join("probes.json"), probes.to_json_lines())?;
-        let dtypes = ckpt.tensors().iter().map(|t| (t.name.clone(), tf_io::tf_dtype(t.dtype))).collect();
-        let weights = OriginalWeights::new(prefix.to_str().context("non-UTF-8 path")?, dtypes);
+        let read = |name: &str| tf_io::read_f32(ckpt.as_ref(), name);
+        let weights = tf_io::original_weights(ckpt.as_ref(), &read);
         let outputs = model.reference_outputs(&weights, &probes.inputs).with_context(|| format!("golden/{}", case.dir))?;
         write_outputs(&dir.join("expected.safetensors"), &outputs)?;
         println!("golden/{}: {} outputs from TensorFlow {}", case.dir, outputs.0.len(), tfconv::tf_runtime::version()?);

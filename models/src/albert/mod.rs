@@ -507,6 +507,7 @@ impl Albert {
 pub const FAMILY: crate::arch::Family = crate::arch::Family {
     model_type: "albert",
     config_names: &["albert_config.json", "config.json"],
+    default_config: None,
     looks_like,
     from_original: |config, vars| Ok(Box::new(Albert::from_original(config, vars)?)),
     from_hf_config: |config| Ok(Box::new(Albert::from_hf_config(config)?)),

@@ -167,6 +167,7 @@ pub fn golden_cases() -> Vec<GoldenCase> {
                 variables: checkpoint(&cfg, head, spelling, seed, trainer_state),
                 config,
                 files: vec![("30k-clean.model", tiny_spiece_model())],
+                storage: crate::synthetic::Storage::TfBundle,
             }
         })
         .collect()

@@ -536,6 +536,7 @@ pub fn vocab_is_lowercase(vocab: &str) -> bool {
 pub const FAMILY: crate::arch::Family = crate::arch::Family {
     model_type: "bert",
     config_names: &["bert_config.json", "config.json"],
+    default_config: None,
     looks_like,
     from_original: |config, vars| Ok(Box::new(Bert::from_original(config, vars)?)),
     from_hf_config: |config| Ok(Box::new(Bert::from_hf_config(config)?)),

@@ -215,6 +215,7 @@ pub fn golden_cases() -> Vec<GoldenCase> {
             config_file: "bert_config.json",
             config: config.clone(),
             files: vec![("vocab.txt", tiny_vocab(cfg.vocab_size).into_bytes())],
+            storage: crate::synthetic::Storage::TfBundle,
             variables: match layout {
                 Layout::Tf1 => checkpoint(&cfg, head, seed, trainer_state),
                 Layout::Tf2Objects => tf2_checkpoint(&cfg, seed, trainer_state),

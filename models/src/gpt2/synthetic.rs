@@ -106,5 +106,6 @@ pub fn golden_cases() -> Vec<GoldenCase> {
         variables: checkpoint(&cfg, 31, true),
         config,
         files: vec![("encoder.json", encoder), ("vocab.bpe", merges)],
+        storage: crate::synthetic::Storage::TfBundle,
     }]
 }
