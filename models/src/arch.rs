@@ -106,7 +106,7 @@ pub struct Family {
 }
 
 /// Every architecture tfconv converts: one line each.
-pub const FAMILIES: &[Family] = &[crate::bert::FAMILY, crate::albert::FAMILY, crate::gpt2::FAMILY];
+pub const FAMILIES: &[Family] = &[crate::bert::FAMILY, crate::albert::FAMILY, crate::gpt2::FAMILY, crate::openai_gpt::FAMILY];
 
 /// Model types tfconv knows, for messages.
 pub fn model_types() -> Vec<&'static str> {
