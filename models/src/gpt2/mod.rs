@@ -101,10 +101,10 @@ fn flag(obj: &Object, field: &str, default: bool) -> Result<bool, String> {
     }
 }
 
-fn check_heads(n_embd: usize, n_head: usize, names: (&str, &str)) -> Result<(), String> {
+fn check_heads(n_embd: usize, n_head: usize) -> Result<(), String> {
     match n_embd.is_multiple_of(n_head) {
         true => Ok(()),
-        false => Err(format!("{} {n_embd} must be a multiple of {} {n_head}", names.0, names.1)),
+        false => Err(format!("n_embd {n_embd} must be a multiple of n_head {n_head}")),
     }
 }
 
@@ -114,7 +114,7 @@ pub fn from_hparams(config: &serde_json::Value) -> Result<Gpt2Config, String> {
     let obj = object(config)?;
     let get = |field: &str| size(obj, field, ORIGINAL_DEFAULTS.iter().find(|(f, _)| *f == field).map(|(_, d)| *d));
     let (n_vocab, n_ctx, n_embd, n_head, n_layer) = (get("n_vocab")?, get("n_ctx")?, get("n_embd")?, get("n_head")?, get("n_layer")?);
-    check_heads(n_embd, n_head, ("n_embd", "n_head"))?;
+    check_heads(n_embd, n_head)?;
     Ok(Gpt2Config::original(n_vocab, n_ctx, n_embd, n_head, n_layer))
 }
 
@@ -124,7 +124,7 @@ pub fn from_hf(config: &serde_json::Value) -> Result<Gpt2Config, String> {
     let obj = object(config)?;
     let get = |field: &str| size(obj, field, HF_DEFAULTS.iter().find(|(f, _)| *f == field).map(|(_, d)| *d));
     let (vocab_size, n_positions, n_embd, n_head, n_layer) = (get("vocab_size")?, get("n_positions")?, get("n_embd")?, get("n_head")?, get("n_layer")?);
-    check_heads(n_embd, n_head, ("n_embd", "n_head"))?;
+    check_heads(n_embd, n_head)?;
     let n_inner = match obj.get("n_inner") {
         None | Some(serde_json::Value::Null) => 4 * n_embd,
         Some(_) => size(obj, "n_inner", None)?,
