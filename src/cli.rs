@@ -66,7 +66,9 @@ struct ConvertArgs {
     /// The original checkpoint: prefix, one of its files, or its directory.
     #[arg(long, visible_alias = "tf_checkpoint")]
     tf_checkpoint: PathBuf,
-    /// The original config file (default: bert_config.json beside the checkpoint).
+    /// The original config file (default: the model's usual name beside the checkpoint:
+    /// bert_config.json, albert_config.json, hparams.json, config.json; OpenAI GPT's release
+    /// has none and needs none).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Output folder. A path ending in .bin or .safetensors adds pytorch_model.bin or
@@ -76,7 +78,8 @@ struct ConvertArgs {
     /// transformers convert's name for --output (give one of the two).
     #[arg(long = "pytorch_dump_output", visible_alias = "pytorch-dump-output")]
     pytorch_dump_output: Option<PathBuf>,
-    /// Recorded as `finetuning_task` in config.json.
+    /// Recorded as `finetuning_task` in config.json; for OpenAI GPT it asks for
+    /// OpenAIGPTDoubleHeadsModel.
     #[arg(long, visible_alias = "finetuning_task_name")]
     finetuning_task_name: Option<String>,
     /// Stored dtype of floating-point weights.
@@ -114,8 +117,9 @@ struct VerifyArgs {
     /// The original checkpoint it claims to come from.
     #[arg(long, visible_alias = "tf_checkpoint")]
     tf_checkpoint: PathBuf,
-    /// The original config file the reference is built from (default: bert_config.json beside
-    /// the checkpoint). The folder's own config.json is what is being checked, not the reference.
+    /// The original config file the reference is built from (default: the model's usual name
+    /// beside the checkpoint, as for convert). The folder's own config.json is what is being
+    /// checked, not the reference.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Replace an existing --report file.
