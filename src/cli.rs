@@ -60,13 +60,15 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ConvertArgs {
-    /// Model type (bert, albert, gpt2); detected from the variable names when absent.
+    /// Model type (bert, albert, gpt2, openai-gpt); detected from the variable names when absent.
     #[arg(long, visible_alias = "model_type")]
     model_type: Option<String>,
     /// The original checkpoint: prefix, one of its files, or its directory.
     #[arg(long, visible_alias = "tf_checkpoint")]
     tf_checkpoint: PathBuf,
-    /// The original config file (default: bert_config.json beside the checkpoint).
+    /// The original config file (default: the model's usual name beside the checkpoint:
+    /// bert_config.json, albert_config.json, hparams.json, config.json; OpenAI GPT's release
+    /// has none and needs none).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Output folder. A path ending in .bin or .safetensors adds pytorch_model.bin or
@@ -76,7 +78,8 @@ struct ConvertArgs {
     /// transformers convert's name for --output (give one of the two).
     #[arg(long = "pytorch_dump_output", visible_alias = "pytorch-dump-output")]
     pytorch_dump_output: Option<PathBuf>,
-    /// Recorded as `finetuning_task` in config.json.
+    /// Recorded as `finetuning_task` in config.json; for OpenAI GPT it asks for
+    /// OpenAIGPTDoubleHeadsModel.
     #[arg(long, visible_alias = "finetuning_task_name")]
     finetuning_task_name: Option<String>,
     /// Stored dtype of floating-point weights.
@@ -114,8 +117,9 @@ struct VerifyArgs {
     /// The original checkpoint it claims to come from.
     #[arg(long, visible_alias = "tf_checkpoint")]
     tf_checkpoint: PathBuf,
-    /// The original config file the reference is built from (default: bert_config.json beside
-    /// the checkpoint). The folder's own config.json is what is being checked, not the reference.
+    /// The original config file the reference is built from (default: the model's usual name
+    /// beside the checkpoint, as for convert). The folder's own config.json is what is being
+    /// checked, not the reference.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Replace an existing --report file.
@@ -414,8 +418,13 @@ fn verify(args: VerifyArgs) -> crate::Result<u8> {
         }
         Err(e) => return Err(e),
     };
-    let (arch, plan) =
-        crate::convert::original_model(ckpt.as_ref(), &vars, &model_type, &original_path, original, &overrides(&args.hidden_act))?;
+    // The folder's finetuning_task is what it was converted for (the class OpenAI GPT's folder
+    // holds), a choice made on the command line, not a fact of the original: taken as given.
+    let mut overrides = overrides(&args.hidden_act);
+    if let Some(task) = config.get(crate::convert::FINETUNING_TASK).filter(|t| !t.is_null()) {
+        overrides.push((crate::convert::FINETUNING_TASK.into(), task.clone()));
+    }
+    let (arch, plan) = crate::convert::original_model(ckpt.as_ref(), &vars, &model_type, &original_path, original, &overrides)?;
     check_seq_len(arch.as_ref(), &args.flags)?;
     let mut protected = crate::convert::checkpoint_inputs(ckpt.as_ref(), &original_path);
     protected.add_input_folder(&args.hf_dir);

@@ -91,13 +91,20 @@ pub fn find_config(ckpt: &dyn Checkpoint, explicit: Option<&Path>, model_type: &
             }
             let dir = checkpoint_dir(ckpt.path());
             let names = arch::config_names(model_type);
-            names.iter().map(|n| dir.join(n)).find(|p| p.is_file()).ok_or_else(|| {
-                let tried = match names.is_empty() {
-                    true => format!("the checkpoint holds no config of its own ({model_type} keeps it inside)"),
-                    false => format!("none of {} found in {}", names.join(", "), dir.display()),
-                };
-                Error::Resolve(format!("no config given and {tried}; pass --config"))
-            })?
+            match names.iter().map(|n| dir.join(n)).find(|p| p.is_file()) {
+                Some(path) => path,
+                // A release without a config file: the checkpoint (and the defaults) describe it.
+                None => match arch::default_config(model_type) {
+                    Some(config) => return Ok((ckpt.path().to_path_buf(), config)),
+                    None => {
+                        let tried = match names.is_empty() {
+                            true => format!("the checkpoint holds no config of its own ({model_type} keeps it inside)"),
+                            false => format!("none of {} found in {}", names.join(", "), dir.display()),
+                        };
+                        return Err(Error::Resolve(format!("no config given and {tried}; pass --config")));
+                    }
+                },
+            }
         }
     };
     let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
@@ -180,14 +187,18 @@ pub fn prepare(opts: &ConvertOptions) -> Result<Prepared> {
         None => arch::detect_model_type(&vars).map_err(|e| Error::Mapping(format!("{}: {e}", ckpt.path().display())))?.to_string(),
     };
     let (config_path, config) = find_config(ckpt.as_ref(), opts.config.as_deref(), &model_type)?;
-    // The task name picks the head where a checkpoint's heads are named by task (XLNet).
+    // The task name picks the head where it decides the class: XLNet's heads are named by task,
+    // OpenAI GPT's double-heads class exists only for a fine-tuning task.
     let mut overrides = opts.config_overrides.clone();
     if let Some(task) = &opts.finetuning_task {
-        overrides.push(("finetuning_task".into(), serde_json::Value::from(task.as_str())));
+        overrides.push((FINETUNING_TASK.into(), task.as_str().into()));
     }
     let (arch, plan) = original_model(ckpt.as_ref(), &vars, &model_type, &config_path, config, &overrides)?;
     Ok(Prepared { checkpoint: ckpt, arch, plan, config_path })
 }
+
+/// The config key `--finetuning_task_name` sets (HF's `finetuning_task`).
+pub const FINETUNING_TASK: &str = "finetuning_task";
 
 /// The original model for `config` (with command-line `overrides` applied) and its mapping
 /// plan for `vars`: what both `convert` and `verify` build the reference and the plan from.

@@ -27,6 +27,31 @@ pub fn write_checkpoint(prefix: &Path, variables: &[Variable]) -> Result<()> {
     tf_io::save_v2(prefix, &items)
 }
 
+/// Writes `variables` (float32, in order) as OpenAI GPT's release does: `params_shapes.json`
+/// and the values concatenated and cut into `shards` nearly equal `params_{i}.npy` files, so
+/// that variables straddle shards as in the release.
+pub fn write_numpy_shards(dir: &Path, variables: &[Variable], shards: usize) -> Result<()> {
+    let mut values = Vec::new();
+    let mut shapes = Vec::new();
+    for v in variables {
+        let Data::F32(data) = &v.data else {
+            return Err(Error::Output(format!("{}: the numpy layout holds float32 values only", v.name)));
+        };
+        values.extend(data.iter().flat_map(|x| x.to_le_bytes()));
+        shapes.push(v.shape.clone());
+    }
+    let write = |name: &str, bytes: &[u8]| std::fs::write(dir.join(name), bytes).map_err(|e| Error::io(dir.join(name), e));
+    write(crate::source::numpy::SHAPES_FILE, serde_json::to_string(&shapes).expect("JSON of plain values").as_bytes())?;
+    let numel = values.len() / 4;
+    let per_shard = numel.div_ceil(shards.max(1));
+    for i in 0..shards.max(1) {
+        let (from, to) = ((i * per_shard).min(numel), ((i + 1) * per_shard).min(numel));
+        let bytes = crate::source::numpy::npy_bytes("<f4", &[to - from], &values[from * 4..to * 4]);
+        write(&crate::source::numpy::shard_name(i), &bytes)?;
+    }
+    Ok(())
+}
+
 /// Writes one bundle at `prefix` whose data is split into one shard per group of variables.
 pub fn write_sharded_checkpoint(prefix: &Path, groups: &[Vec<Variable>]) -> Result<()> {
     let dir = prefix.parent().unwrap_or(Path::new("."));
@@ -46,6 +71,7 @@ pub fn write_case(dir: &Path, case: &GoldenCase) -> Result<std::path::PathBuf> {
     match &case.contents {
         Contents::TfBundle(variables) => write_checkpoint(&prefix, variables)?,
         Contents::TfShards(groups) => write_sharded_checkpoint(&prefix, groups)?,
+        Contents::NumpyShards { variables, shards } => write_numpy_shards(dir, variables, *shards)?,
         Contents::Files(files) => {
             for (name, bytes) in files {
                 let path = dir.join(name);

@@ -44,15 +44,9 @@ pub struct SaveItem<'a> {
 pub fn original_weights(ckpt: &dyn crate::source::Checkpoint) -> Result<tfconv_models::tf_graph::OriginalWeights> {
     let dtypes = ckpt.tensors().iter().map(|t| (t.name.clone(), tf_dtype(t.dtype))).collect();
     let mut weights = tfconv_models::tf_graph::OriginalWeights::new(ckpt.path().to_string_lossy(), dtypes);
-    if !matches!(ckpt.format(), "tf-bundle-v2" | "tf-checkpoint-v1") {
+    if !restorable(ckpt) {
         let reader = std::sync::Arc::new(crate::source::open(ckpt.path())?);
-        weights.constants = Some(std::sync::Arc::new(move |name: &str| {
-            let info = reader.info(name).ok_or_else(|| anyhow::anyhow!("{}: no variable {name}", reader.path().display()))?.clone();
-            let bytes = reader.read(name)?;
-            let f32s = crate::sink::cast(&bytes, info.dtype, DType::F32)?;
-            let values = f32s.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-            Ok((info.shape, values))
-        }));
+        weights.constants = Some(std::sync::Arc::new(move |name: &str| read_f32(reader.as_ref().as_ref(), name)));
     }
     Ok(weights)
 }
@@ -338,4 +332,19 @@ pub fn restore(prefix: &str, requests: &[(&str, &str, DType)]) -> Result<Vec<Hos
     let tf_dtypes: Vec<DataType> = dtypes.iter().map(|&d| tf_dtype(d)).collect();
     let restore = g.op("RestoreV2", &[prefix, names, specs], &[], |nd| nd.set_attr_type_list("dtypes", &tf_dtypes))?;
     g.run(None, Some((&restore, &dtypes)))
+}
+
+/// Whether TensorFlow's `RestoreV2` reads this checkpoint's format itself (V2 bundles, and V1
+/// files through its fallback); any other original (OpenAI GPT's numpy shards) is handed to the
+/// reference as constants through [`read_f32`] (see [`original_weights`]).
+pub fn restorable(ckpt: &dyn crate::source::Checkpoint) -> bool {
+    matches!(ckpt.format(), "tf-bundle-v2" | "tf-checkpoint-v1")
+}
+
+/// One variable of `ckpt` as float32 (shape, values), for the reference's constants.
+pub fn read_f32(ckpt: &dyn crate::source::Checkpoint, name: &str) -> anyhow::Result<(Vec<usize>, Vec<f32>)> {
+    let info = ckpt.info(name).ok_or_else(|| anyhow::anyhow!("{name} is not in {}", ckpt.path().display()))?;
+    let bytes = ckpt.read(name)?;
+    let floats = crate::sink::cast(&bytes, info.dtype, DType::F32)?;
+    Ok((info.shape.clone(), floats.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()))
 }

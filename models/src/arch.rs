@@ -117,6 +117,10 @@ pub struct Family {
     /// Reads an original config file (file name, bytes) as JSON: [`json_config`] for families
     /// whose configs are JSON; T5 also reads Mesh TensorFlow's `operative_config.gin`.
     pub read_config: fn(&str, &[u8]) -> Result<serde_json::Value, String>,
+    /// The config when none of `config_names` is there, for releases that ship none (OpenAI
+    /// GPT): the architecture then takes what it can from the checkpoint and the rest from the
+    /// original training script's defaults. None: a config is required.
+    pub default_config: Option<fn() -> serde_json::Value>,
     /// Whether a checkpoint's variable names are this family's (for --model-type detection).
     pub looks_like: fn(&[SourceVar]) -> bool,
     /// The architecture for an original config and the checkpoint's variables.
@@ -132,6 +136,7 @@ pub const FAMILIES: &[Family] = &[
     crate::bert::FAMILY,
     crate::albert::FAMILY,
     crate::gpt2::FAMILY,
+    crate::openai_gpt::FAMILY,
     crate::xlnet::FAMILY,
     crate::xlm::FAMILY,
     crate::t5::FAMILY,
@@ -158,6 +163,11 @@ pub fn config_names(model_type: &str) -> Vec<&'static str> {
         Some(f) => f.config_names.to_vec(),
         None => FAMILIES.iter().flat_map(|f| f.config_names.iter().copied()).collect(),
     }
+}
+
+/// The config `model_type` takes when no config file is found, if it may go without one.
+pub fn default_config(model_type: &str) -> Option<serde_json::Value> {
+    family(model_type).and_then(|f| f.default_config).map(|f| f())
 }
 
 fn family(model_type: &str) -> Option<&'static Family> {

@@ -6,6 +6,7 @@ pub mod arch;
 pub mod bert;
 pub mod candle_util;
 pub mod gpt2;
+pub mod openai_gpt;
 pub mod plan;
 pub mod probe;
 pub mod roles;

@@ -120,4 +120,7 @@ pub enum Contents {
     TfShards(Vec<Vec<Variable>>),
     /// Files in another format (numpy shards, a torch pickle), as (path in the case folder, bytes).
     Files(Vec<(String, Vec<u8>)>),
+    /// OpenAI GPT's release layout in the case's folder: `params_shapes.json`, and the float32
+    /// variables in order, concatenated and cut into `shards` files `params_{i}.npy`.
+    NumpyShards { variables: Vec<Variable>, shards: usize },
 }

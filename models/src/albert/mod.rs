@@ -508,6 +508,7 @@ pub const FAMILY: crate::arch::Family = crate::arch::Family {
     model_type: "albert",
     config_names: &["albert_config.json", "config.json"],
     read_config: crate::arch::json_config,
+    default_config: None,
     looks_like,
     from_original: |config, vars| Ok(Box::new(Albert::from_original(config, vars)?)),
     from_hf_config: |config| Ok(Box::new(Albert::from_hf_config(config)?)),

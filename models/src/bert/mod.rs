@@ -537,6 +537,7 @@ pub const FAMILY: crate::arch::Family = crate::arch::Family {
     model_type: "bert",
     config_names: &["bert_config.json", "config.json"],
     read_config: crate::arch::json_config,
+    default_config: None,
     looks_like,
     from_original: |config, vars| Ok(Box::new(Bert::from_original(config, vars)?)),
     from_hf_config: |config| Ok(Box::new(Bert::from_hf_config(config)?)),

@@ -101,10 +101,10 @@ fn flag(obj: &Object, field: &str, default: bool) -> Result<bool, String> {
     }
 }
 
-fn check_heads(n_embd: usize, n_head: usize, names: (&str, &str)) -> Result<(), String> {
+fn check_heads(n_embd: usize, n_head: usize) -> Result<(), String> {
     match n_embd.is_multiple_of(n_head) {
         true => Ok(()),
-        false => Err(format!("{} {n_embd} must be a multiple of {} {n_head}", names.0, names.1)),
+        false => Err(format!("n_embd {n_embd} must be a multiple of n_head {n_head}")),
     }
 }
 
@@ -114,7 +114,7 @@ pub fn from_hparams(config: &serde_json::Value) -> Result<Gpt2Config, String> {
     let obj = object(config)?;
     let get = |field: &str| size(obj, field, ORIGINAL_DEFAULTS.iter().find(|(f, _)| *f == field).map(|(_, d)| *d));
     let (n_vocab, n_ctx, n_embd, n_head, n_layer) = (get("n_vocab")?, get("n_ctx")?, get("n_embd")?, get("n_head")?, get("n_layer")?);
-    check_heads(n_embd, n_head, ("n_embd", "n_head"))?;
+    check_heads(n_embd, n_head)?;
     Ok(Gpt2Config::original(n_vocab, n_ctx, n_embd, n_head, n_layer))
 }
 
@@ -124,7 +124,7 @@ pub fn from_hf(config: &serde_json::Value) -> Result<Gpt2Config, String> {
     let obj = object(config)?;
     let get = |field: &str| size(obj, field, HF_DEFAULTS.iter().find(|(f, _)| *f == field).map(|(_, d)| *d));
     let (vocab_size, n_positions, n_embd, n_head, n_layer) = (get("vocab_size")?, get("n_positions")?, get("n_embd")?, get("n_head")?, get("n_layer")?);
-    check_heads(n_embd, n_head, ("n_embd", "n_head"))?;
+    check_heads(n_embd, n_head)?;
     let n_inner = match obj.get("n_inner") {
         None | Some(serde_json::Value::Null) => 4 * n_embd,
         Some(_) => size(obj, "n_inner", None)?,
@@ -359,61 +359,82 @@ pub fn probes(cfg: &Gpt2Config, seed: u64, batch: usize, seq_len: usize) -> Prob
     Probes { seed, inputs }
 }
 
-/// GPT-2's byte-level BPE files as released, and the names transformers reads them by.
+/// GPT-2's byte-level BPE files as released, and its end-of-text token.
 const ENCODER: &str = "encoder.json";
 const MERGES: &str = "vocab.bpe";
 const END_OF_TEXT: &str = "<|endoftext|>";
 
-/// The tokenizer beside the checkpoint (`encoder.json` + `vocab.bpe` → `vocab.json` +
-/// `merges.txt`), with notes for whatever does not fit the model. The weights are converted
+/// A BPE vocabulary found beside a checkpoint: the token → id file and the merges, as bytes to
+/// write under transformers' names (`vocab.json`, `merges.txt`), the ids, and notes on whatever
+/// does not fit the model.
+pub struct Bpe {
+    pub vocab: Vec<u8>,
+    pub merges: Vec<u8>,
+    pub ids: serde_json::Map<String, serde_json::Value>,
+    /// Where the vocabulary came from, for notes.
+    pub source: std::path::PathBuf,
+    pub notes: Vec<String>,
+}
+
+/// Finds `encoder` and `merges` in `search_dirs` and checks the ids against the model's
+/// `rows` embedding rows. None when neither is there; a note (and no files) when one is
+/// missing; an error only when the vocabulary cannot be read at all. The weights are converted
 /// regardless: a vocabulary that does not fit is the tokenizer's problem, not theirs.
-pub fn tokenizer_files(cfg: &Gpt2Config, search_dirs: &[&Path]) -> Result<crate::arch::TokenizerFiles, String> {
+pub fn find_bpe(search_dirs: &[&Path], encoder: &str, merges: &str, rows: usize) -> Result<Option<Bpe>, String> {
     let find = |name: &str| search_dirs.iter().map(|d| d.join(name)).find(|p| p.is_file());
     let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
-    let (encoder, merges) = match (find(ENCODER), find(MERGES)) {
-        (None, None) => return Ok(Default::default()),
+    let (encoder_path, merges_path) = match (find(encoder), find(merges)) {
+        (None, None) => return Ok(None),
         (Some(e), Some(m)) => (e, m),
         (one, _) => {
-            let (have, lack) = if one.is_some() { (ENCODER, MERGES) } else { (MERGES, ENCODER) };
-            return Ok(crate::arch::TokenizerFiles {
-                files: Vec::new(),
-                notes: vec![format!("no tokenizer files written: found {have} but no {lack} beside it, and GPT-2's tokenizer needs both")],
-            });
+            let (have, lack) = if one.is_some() { (encoder, merges) } else { (merges, encoder) };
+            let note = format!("no tokenizer files written: found {have} but no {lack} beside it, and the tokenizer needs both");
+            return Ok(Some(Bpe { vocab: Vec::new(), merges: Vec::new(), ids: Default::default(), source: one.unwrap_or_default(), notes: vec![note] }));
         }
     };
-    let vocab = read(&encoder)?;
+    let vocab = read(&encoder_path)?;
     let ids: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&vocab).map_err(|e| format!("{}: not a JSON object of token ids: {e}", encoder.display()))?;
-    let mut notes = Vec::new();
-    let mut max_id = None;
+        serde_json::from_slice(&vocab).map_err(|e| format!("{}: not a JSON object of token ids: {e}", encoder_path.display()))?;
+    let mut max_id = 0;
+    let mut beyond = 0;
     for (token, id) in &ids {
-        let id = id.as_u64().ok_or_else(|| format!("{}: the id of {token:?} is not a non-negative integer: {id}", encoder.display()))?;
-        max_id = max_id.max(Some(id));
+        let id = id.as_u64().ok_or_else(|| format!("{}: the id of {token:?} is not a non-negative integer: {id}", encoder_path.display()))?;
+        max_id = max_id.max(id);
+        beyond += usize::from(id >= rows as u64);
     }
-    let beyond = ids.values().filter_map(|v| v.as_u64()).filter(|&id| id >= cfg.vocab_size as u64).count();
+    let mut notes = Vec::new();
     if beyond > 0 {
         notes.push(format!(
-            "{} holds {beyond} token id(s) at or above the model's {} embedding rows (largest {}): the tokenizer does not fit this model, \
+            "{} holds {beyond} token id(s) at or above the model's {rows} embedding rows (largest {max_id}): the tokenizer does not fit this model, \
              and those tokens would index past the embedding; the weights are converted as they are",
-            encoder.display(),
-            cfg.vocab_size,
-            max_id.unwrap_or(0)
+            encoder_path.display(),
         ));
     }
-    let eot = ids.get(END_OF_TEXT).and_then(|v| v.as_u64());
-    let special = match eot {
+    Ok(Some(Bpe { vocab, merges: read(&merges_path)?, ids, source: encoder_path, notes }))
+}
+
+/// The tokenizer beside the checkpoint (`encoder.json` + `vocab.bpe` → `vocab.json` +
+/// `merges.txt`, a `GPT2Tokenizer`), with notes for whatever does not fit the model.
+pub fn tokenizer_files(cfg: &Gpt2Config, search_dirs: &[&Path]) -> Result<crate::arch::TokenizerFiles, String> {
+    let Some(Bpe { vocab, merges, ids, source, mut notes }) = find_bpe(search_dirs, ENCODER, MERGES, cfg.vocab_size)? else {
+        return Ok(Default::default());
+    };
+    if vocab.is_empty() {
+        return Ok(crate::arch::TokenizerFiles { files: Vec::new(), notes });
+    }
+    let special = match ids.get(END_OF_TEXT).and_then(|v| v.as_u64()) {
         Some(id) => {
             if id != cfg.vocab_size as u64 - 1 {
                 notes.push(format!(
                     "{END_OF_TEXT} has id {id} in {}, but config.json's bos/eos_token_id are {} (the last row, as in GPT-2's vocabulary)",
-                    encoder.display(),
+                    source.display(),
                     cfg.vocab_size - 1
                 ));
             }
             json!({"bos_token": END_OF_TEXT, "eos_token": END_OF_TEXT, "unk_token": END_OF_TEXT})
         }
         None => {
-            notes.push(format!("{} has no {END_OF_TEXT} token: the tokenizer is written without special tokens", encoder.display()));
+            notes.push(format!("{} has no {END_OF_TEXT} token: the tokenizer is written without special tokens", source.display()));
             json!({})
         }
     };
@@ -428,7 +449,7 @@ pub fn tokenizer_files(cfg: &Gpt2Config, search_dirs: &[&Path]) -> Result<crate:
     Ok(crate::arch::TokenizerFiles {
         files: vec![
             ("vocab.json".into(), vocab),
-            ("merges.txt".into(), read(&merges)?),
+            ("merges.txt".into(), merges),
             ("tokenizer_config.json".into(), serde_json::to_vec_pretty(&tokenizer_config).expect("JSON of plain values")),
             ("special_tokens_map.json".into(), serde_json::to_vec_pretty(&special).expect("JSON of plain values")),
         ],
@@ -469,6 +490,7 @@ pub const FAMILY: crate::arch::Family = crate::arch::Family {
     model_type: "gpt2",
     config_names: &["hparams.json", "config.json"],
     read_config: crate::arch::json_config,
+    default_config: None,
     looks_like,
     from_original: |config, _| Ok(Box::new(Gpt2::from_original(config)?)),
     from_hf_config: |config| Ok(Box::new(Gpt2::from_hf_config(config)?)),

@@ -202,7 +202,7 @@ fn the_release_tokenizer_is_written_under_transformers_names() {
     std::fs::remove_file(dir.join("vocab.bpe")).unwrap();
     let out = tokenizer_in(&dir, &encoder, None);
     assert!(out.files.is_empty());
-    assert_eq!(out.notes, ["no tokenizer files written: found encoder.json but no vocab.bpe beside it, and GPT-2's tokenizer needs both"]);
+    assert_eq!(out.notes, ["no tokenizer files written: found encoder.json but no vocab.bpe beside it, and the tokenizer needs both"]);
     std::fs::write(dir.join("encoder.json"), b"[1, 2]").unwrap();
     std::fs::write(dir.join("vocab.bpe"), &merges).unwrap();
     assert!(tokenizer_files(&tiny(), &[&dir]).unwrap_err().contains("not a JSON object of token ids"));

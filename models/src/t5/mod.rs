@@ -386,6 +386,7 @@ impl T5 {
 pub const FAMILY: crate::arch::Family = crate::arch::Family {
     model_type: "t5",
     config_names: &["operative_config.gin", "t5_config.json", "config.json"],
+    default_config: None,
     read_config,
     looks_like,
     from_original: |config, vars| Ok(Box::new(T5::from_original(config, vars)?)),

@@ -458,6 +458,7 @@ impl Xlm {
 pub const FAMILY: crate::arch::Family = crate::arch::Family {
     model_type: "xlm",
     config_names: &[],
+    default_config: None,
     read_config: crate::arch::json_config,
     looks_like,
     from_original: |config, vars| Ok(Box::new(Xlm::from_original(config, vars)?)),

@@ -448,6 +448,7 @@ impl Xlnet {
 pub const FAMILY: crate::arch::Family = crate::arch::Family {
     model_type: "xlnet",
     config_names: &["xlnet_config.json", "config.json"],
+    default_config: None,
     read_config: crate::arch::json_config,
     looks_like,
     from_original: |config, vars| Ok(Box::new(Xlnet::from_original(config, vars)?)),
