@@ -43,6 +43,7 @@ fn describe(v: &Py) -> Json {
         Py::OrderedDict { items, metadata } => json!({"t": "odict", "v": pairs(items), "meta": metadata.as_ref().map(|m| pairs(m))}),
         Py::Tensor(t) => json!({"t": "tensor", "storage": t.storage, "offset": t.offset, "size": t.size, "stride": t.stride}),
         Py::NdArrayF64 { values, .. } => json!({"t": "ndarray", "v": values}),
+        Py::Call { .. } => panic!("calls are not rebuilt"),
     }
 }
 

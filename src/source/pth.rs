@@ -733,7 +733,9 @@ fn check_view(spec: &Spec, storages: &Storages) -> std::result::Result<(DType, V
     let view = View {
         storage: range,
         es,
-        offset: spec.offset,
+        // An empty view reads nothing, wherever torch says it starts (torch does not check the
+        // offset of an empty tensor either); 0 keeps every position computed from it in the file.
+        offset: if numel == 0 { 0 } else { spec.offset },
         size: spec.size.clone(),
         stride: spec.stride.clone(),
         end,
@@ -1115,6 +1117,21 @@ mod tests {
             assert_eq!(&*ck.read("decoder/b").unwrap(), &[9]);
             assert_eq!(ck.info("decoder/b").unwrap().shape, Vec::<usize>::new());
             assert_eq!(ck.metadata(), &json!({}));
+        }
+    }
+
+    /// Found by the fuzz target (tests/pth_fuzz.rs): an empty tensor whose storage offset lies
+    /// past its storage, or anywhere, reads as empty instead of failing (or overflowing).
+    #[test]
+    fn empty_views_read_empty_wherever_they_start() {
+        let six = f32s(SIX);
+        for offset in [0, 6, 1000, i64::MAX] {
+            let pkl = model_with(|w| w.tensor("FloatStorage", "0", 6, offset, &[0, 3], &[3, 1]));
+            for bytes in [torch_zip(&pkl, &[("0", &six)]), torch_legacy(&pkl, &[("0", 6, &six)])] {
+                let ck = open_bytes(bytes).unwrap();
+                assert_eq!(ck.read("model/w").unwrap().len(), 0, "offset {offset}");
+                ck.release("model/w");
+            }
         }
     }
 

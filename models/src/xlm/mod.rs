@@ -415,9 +415,6 @@ pub struct Xlm {
     pub cfg: XlmConfig,
     /// Where the state-dict keys start ("model/", "model/module.", …).
     pub prefix: String,
-    /// Whether the checkpoint has `pred_layer.proj.weight` (the reference's head reads it; a tied
-    /// checkpoint without it decodes with `embeddings.weight`).
-    pub has_head_weight: bool,
     params: Map<String, Json>,
     dico: Option<Map<String, Json>>,
     from_folder: bool,
@@ -430,7 +427,6 @@ impl Xlm {
         let positions = vars.iter().find(|v| v.name == format!("{prefix}position_embeddings.weight")).and_then(|v| v.shape.first().copied());
         let cfg = validate_params(params, positions.or(Some(MAX_POSITIONS)))?;
         Ok(Xlm {
-            has_head_weight: vars.iter().any(|v| v.name == format!("{prefix}pred_layer.proj.weight")),
             cfg,
             prefix,
             params: params.clone(),
@@ -446,7 +442,7 @@ impl Xlm {
             return Err(format!("XLM class '{class}' is not supported (tfconv writes XLMWithLMHeadModel)"));
         }
         let cfg = validate_params(obj, None)?;
-        Ok(Xlm { has_head_weight: true, cfg, prefix: String::new(), params: obj.clone(), dico: None, from_folder: true })
+        Ok(Xlm { cfg, prefix: String::new(), params: obj.clone(), dico: None, from_folder: true })
     }
 
     fn part(&self, stage: &Stage) -> Result<Part, String> {

@@ -35,14 +35,21 @@ pub fn original_vars(model: &Xlm, part: Part) -> Vec<String> {
             }
             v
         }
-        // PredLayer.proj; with share_inout_emb its weight is the embedding parameter, which the
-        // state dict also stores under this name (when it does not, the embeddings themselves).
-        Part::Lm => {
-            let weight = if model.has_head_weight { "pred_layer.proj.weight" } else { "embeddings.weight" };
-            vec![weight.to_string(), "pred_layer.proj.bias".into()]
-        }
+        Part::Lm => vec![head_weight(model).to_string(), "pred_layer.proj.bias".into()],
     };
     keys.into_iter().map(|k| format!("{}{k}", model.prefix)).collect()
+}
+
+/// PredLayer.proj's weight. With share_inout_emb it is the embedding parameter itself
+/// (`self.pred_layer.proj.weight = self.embeddings.weight`), which `state_dict()` saves under
+/// both names as one storage: read as `embeddings.weight`, it is rounded as the folder stores
+/// the embeddings.
+fn head_weight(model: &Xlm) -> &'static str {
+    if model.cfg.share_inout_emb {
+        "embeddings.weight"
+    } else {
+        "pred_layer.proj.weight"
+    }
 }
 
 pub fn stage(model: &Xlm, weights: &OriginalWeights, part: Part, stage: &Stage, inputs: &Values) -> Result<Values> {
@@ -184,8 +191,7 @@ impl Graph<'_> {
                 vec![self.zero_padding(&x, &mask)?]
             }
             (Part::Lm, [x]) => {
-                let weight = if self.model.has_head_weight { "pred_layer.proj.weight" } else { "embeddings.weight" };
-                let w = self.var(weight)?;
+                let w = self.var(head_weight(self.model))?;
                 let b = self.var("pred_layer.proj.bias")?;
                 let flat = self.g.reshape(x, &[self.batch * self.len, cfg.emb_dim as i32])?;
                 let scores = self.g.matmul(&flat, &w, false, true)?;

@@ -42,10 +42,11 @@ fn dict(items: Vec<(&str, Py)>) -> Py {
 pub fn words(n_words: usize) -> Vec<String> {
     let mut w: Vec<String> = ["<s>", "</s>", "<pad>", "<unk>"].map(String::from).to_vec();
     w.extend((0..10).map(|i| format!("<special{i}>")));
-    let letters: Vec<char> = "etaoinshrdlucmfwypvbgkqjxz".chars().collect();
+    let (consonants, vowels): (Vec<char>, Vec<char>) = ("tnshrdlcmfwypvbgkjxz".chars().collect(), "eaiou".chars().collect());
     let mut k = 0;
     while w.len() < n_words {
-        let base: String = [letters[k % 26], letters[(k / 26 + k) % 26]].iter().collect();
+        let syllable = |k: usize| format!("{}{}", consonants[k % 20], vowels[(k / 20 + k) % 5]);
+        let base = if k < 100 { syllable(k) } else { syllable(k) + &syllable(k / 100) };
         let word = match k % 5 {
             0 | 3 => format!("{base}@@"),
             4 if k == 9 => "é@@".to_string(),
@@ -62,7 +63,7 @@ pub fn words(n_words: usize) -> Vec<String> {
 
 /// A fastBPE codes file (`left right count` per line) for the golden vocabularies.
 pub fn codes() -> Vec<u8> {
-    b"e t</w> 4096\nt a 3021\no i</w> 1990\ne ta</w> 1501\nn s 1203\nh r</w> 998\n".to_vec()
+    b"t e 4096\nn a</w> 3021\ns i 1990\nh o</w> 1501\nr u 1203\nd e</w> 998\n".to_vec()
 }
 
 /// The position table: the original's sinusoids (computed in float64 as numpy does, then

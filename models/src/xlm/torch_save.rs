@@ -31,6 +31,9 @@ pub enum Py {
     /// `_reconstruct` under `module` (`numpy.core.multiarray` for numpy 1, `numpy._core.multiarray`
     /// for numpy 2).
     NdArrayF64 { module: &'static str, values: Vec<f64> },
+    /// `module.name(*args)`, pickled as GLOBAL and REDUCE: what a malicious file uses to run
+    /// code on `torch.load` (tests of the reader's refusal).
+    Call { module: &'static str, name: &'static str, args: Vec<Py> },
 }
 
 /// A tensor: a view of one of the file's storages.
@@ -383,6 +386,12 @@ impl<'a> Pickler<'a> {
             }
             Py::Tensor(t) => self.tensor(t),
             Py::NdArrayF64 { module, values } => self.ndarray(module, values),
+            Py::Call { module, name, args } => {
+                self.global(module, name);
+                self.save(&Py::Tuple(args.clone()));
+                self.out.push(b'R');
+                self.memoize();
+            }
         }
     }
 
