@@ -99,6 +99,12 @@ struct ConvertArgs {
     /// for the latter). Written to config.json; the TensorFlow reference follows it.
     #[arg(long)]
     hidden_act: Option<String>,
+    /// Set a key of the original config, repeatable: `--set n_head=12 --set afn=relu`. For a
+    /// release that ships no config (OpenAI GPT) or one that says less than the training code
+    /// used. VALUE is read as JSON (a number, true, "text") or else as a string. Written to
+    /// config.json; the TensorFlow reference follows it.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_setting)]
+    set: Vec<(String, serde_json::Value)>,
     /// Print the mapping plan and exit without writing.
     #[arg(long, conflicts_with_all = ["verify", "report"])]
     print_plan: bool,
@@ -128,6 +134,9 @@ struct VerifyArgs {
     /// The activation the original was trained with, as for `convert --hidden-act`.
     #[arg(long)]
     hidden_act: Option<String>,
+    /// Set a key of the original config, as for `convert --set`.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_setting)]
+    set: Vec<(String, serde_json::Value)>,
     /// With no original config, build the reference from the folder's own config.json. Mistakes
     /// in that file then go unnoticed, so this must be asked for.
     #[arg(long)]
@@ -173,16 +182,24 @@ impl VerifyFlags {
 
 /// What the report says about the reference's config: the file, whether it is the folder's
 /// own, and the command-line overrides applied to it.
-fn reference_config(path: &std::path::Path, trusted_folder_config: bool, hidden_act: &Option<String>) -> crate::verify::ReferenceConfig {
-    crate::verify::ReferenceConfig {
-        path: Some(path.to_path_buf()),
-        trusted_folder_config,
-        overrides: overrides(hidden_act).into_iter().collect(),
-    }
+fn reference_config(path: &std::path::Path, trusted_folder_config: bool, overrides: Vec<(String, serde_json::Value)>) -> crate::verify::ReferenceConfig {
+    crate::verify::ReferenceConfig { path: Some(path.to_path_buf()), trusted_folder_config, overrides: overrides.into_iter().collect() }
 }
 
-fn overrides(hidden_act: &Option<String>) -> Vec<(String, serde_json::Value)> {
-    hidden_act.iter().map(|a| ("hidden_act".to_string(), serde_json::Value::from(a.as_str()))).collect()
+/// The original-config keys the command line sets: `--hidden-act`, then each `--set`.
+fn overrides(hidden_act: &Option<String>, set: &[(String, serde_json::Value)]) -> Vec<(String, serde_json::Value)> {
+    let act = hidden_act.iter().map(|a| ("hidden_act".to_string(), serde_json::Value::from(a.as_str())));
+    act.chain(set.iter().cloned()).collect()
+}
+
+/// `KEY=VALUE`, VALUE as JSON when it parses, else as a string.
+fn parse_setting(s: &str) -> Result<(String, serde_json::Value), String> {
+    let (key, value) = s.split_once('=').ok_or_else(|| format!("'{s}' is not KEY=VALUE"))?;
+    if key.is_empty() {
+        return Err(format!("'{s}' has no key"));
+    }
+    let value = serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::from(value));
+    Ok((key.to_string(), value))
 }
 
 fn parse_shard_size(s: &str) -> Result<u64, String> {
@@ -313,7 +330,7 @@ fn convert(args: ConvertArgs) -> crate::Result<u8> {
         finetuning_task: args.finetuning_task_name.clone(),
         tokenizer: tfconv_models::arch::TokenizerOptions { do_lower_case: args.do_lower_case },
         progress: true,
-        config_overrides: overrides(&args.hidden_act),
+        config_overrides: overrides(&args.hidden_act, &args.set),
         output_flag,
     };
     if args.print_plan {
@@ -373,7 +390,7 @@ fn convert(args: ConvertArgs) -> crate::Result<u8> {
         eprintln!("note: {note}");
     }
     if args.verify {
-        let reference = reference_config(&done.config_path, false, &args.hidden_act);
+        let reference = reference_config(&done.config_path, false, overrides(&args.hidden_act, &args.set));
         return run_verify(&done.folder, done.checkpoint.as_ref(), done.arch.as_ref(), &done.plan, &args.verify_args, reference, report_file);
     }
     Ok(exit::OK)
@@ -420,16 +437,16 @@ fn verify(args: VerifyArgs) -> crate::Result<u8> {
     };
     // The folder's finetuning_task is what it was converted for (the class OpenAI GPT's folder
     // holds), a choice made on the command line, not a fact of the original: taken as given.
-    let mut overrides = overrides(&args.hidden_act);
+    let mut settings = overrides(&args.hidden_act, &args.set);
     if let Some(task) = config.get(crate::convert::FINETUNING_TASK).filter(|t| !t.is_null()) {
-        overrides.push((crate::convert::FINETUNING_TASK.into(), task.clone()));
+        settings.push((crate::convert::FINETUNING_TASK.into(), task.clone()));
     }
-    let (arch, plan) = crate::convert::original_model(ckpt.as_ref(), &vars, &model_type, &original_path, original, &overrides)?;
+    let (arch, plan) = crate::convert::original_model(ckpt.as_ref(), &vars, &model_type, &original_path, original, &settings)?;
     check_seq_len(arch.as_ref(), &args.flags)?;
     let mut protected = crate::convert::checkpoint_inputs(ckpt.as_ref(), &original_path);
     protected.add_input_folder(&args.hf_dir);
     let report_file = check_report(&args.flags, &protected, args.force)?.map(|p| PendingFile::create(&p)).transpose()?;
     crate::tf_runtime::load()?;
-    let reference = reference_config(&original_path, trusted, &args.hidden_act);
+    let reference = reference_config(&original_path, trusted, overrides(&args.hidden_act, &args.set));
     run_verify(&args.hf_dir, ckpt.as_ref(), arch.as_ref(), &plan, &args.flags, reference, report_file)
 }

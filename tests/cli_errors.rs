@@ -110,3 +110,25 @@ fn usage_and_input_errors_have_their_own_codes() {
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("model.ckpt.index"), "{}", stderr(&o));
 }
+
+/// `--set KEY=VALUE` supplies what a release's config does not say (OpenAI GPT ships none): it
+/// reaches config.json, a value that does not fit the checkpoint is an input error naming it,
+/// and a malformed setting is a usage error.
+#[test]
+fn set_fills_in_the_original_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = golden("openai-gpt").join("params_shapes.json");
+    let out = dir.path().join("out");
+    let o = convert(&ckpt, &out, &["--set", "n_head=4"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["n_head"], 4);
+    let bad = dir.path().join("bad");
+    let o = convert(&ckpt, &bad, &["--set", "n_head=5"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("n_embd 48 must be a multiple of n_head 5 (with n_head=5 from the command line)"), "{}", stderr(&o));
+    assert!(!bad.exists());
+    let o = convert(&ckpt, &bad, &["--set", "n_head"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("'n_head' is not KEY=VALUE"), "{}", stderr(&o));
+}
