@@ -150,7 +150,7 @@ fn a_million_inputs_no_panic_no_runaway_allocation() {
         let kind = rng.next_u64() % 10;
         let input = match kind {
             0 => {
-                let magic: &[u8] = if rng.next_u64() % 2 == 0 { b"PK\x03\x04" } else { &tfconv::source::pth::LEGACY_MAGIC };
+                let magic: &[u8] = if rng.next_u64().is_multiple_of(2) { b"PK\x03\x04" } else { &tfconv::source::pth::LEGACY_MAGIC };
                 let n = (rng.next_u64() % 512) as usize;
                 [magic, &rng.bytes(n)].concat()
             }
