@@ -9,7 +9,8 @@
 //! test helper's `torch.save` writer (TensorFlow cannot write one), converted and verified.
 //!
 //! `TFCONV_BENCH_DEBUG=1` measures the debug build instead of building a release one, for
-//! machines where a release build is not wanted (the numbers are then pessimistic).
+//! machines where a release build is not wanted (the numbers are then pessimistic);
+//! `TFCONV_BENCH_DIR` writes the checkpoints and outputs there instead of `target/bench`.
 
 use std::path::Path;
 use std::process::Command;
@@ -90,7 +91,8 @@ pub fn run(root: &Path, which: Option<&str>) -> Result<()> {
     let profile = if debug { &[][..] } else { &["--release"][..] };
     run_cmd(Command::new("cargo").arg("build").args(profile).args(["--quiet", "--package", "tfconv", "--bin", "tfconv"]).current_dir(root))?;
     let tfconv = root.join("target").join(if debug { "debug" } else { "release" }).join("tfconv");
-    let dir = root.join("target").join("bench");
+    // TFCONV_BENCH_DIR puts the checkpoints elsewhere (a tmpfs when the disk is short of space).
+    let dir = std::env::var_os("TFCONV_BENCH_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| root.join("target").join("bench"));
     match which {
         None => {
             bert(&tfconv, &dir)?;
