@@ -4,7 +4,13 @@
 //! BERT-large (24 layers, hidden 1024, 340M parameters, 1.3 GB) and on a 12-layer model of
 //! BERT-large's width, whose peak RSS shows whether verify's memory grows with depth. ALBERT:
 //! an xxlarge-width model (E 128, H 4096, I 16384) with two groups, 1.7 GB, converted, then
-//! verified on short probes (verify's memory follows its largest stage, one group).
+//! verified on short probes (verify's memory follows its largest stage, one group). XLM: a legacy
+//! `.pth` of mlm_xnli15_1024's shape (12 × 1024, 15 languages, 100k words, 1 GB) written by the
+//! test helper's `torch.save` writer (TensorFlow cannot write one), converted and verified.
+//!
+//! `TFCONV_BENCH_DEBUG=1` measures the debug build instead of building a release one, for
+//! machines where a release build is not wanted (the numbers are then pessimistic);
+//! `TFCONV_BENCH_DIR` writes the checkpoints and outputs there instead of `target/bench`.
 
 use std::path::Path;
 use std::process::Command;
@@ -81,9 +87,12 @@ fn convert_against_copy(tfconv: &Path, dir: &Path, label: &str, prefix: &Path, d
 
 pub fn run(root: &Path, which: Option<&str>) -> Result<()> {
     tfconv::tf_runtime::install()?;
-    run_cmd(Command::new("cargo").args(["build", "--release", "--quiet", "--package", "tfconv", "--bin", "tfconv"]).current_dir(root))?;
-    let tfconv = root.join("target").join("release").join("tfconv");
-    let dir = root.join("target").join("bench");
+    let debug = std::env::var("TFCONV_BENCH_DEBUG").is_ok_and(|v| v == "1");
+    let profile = if debug { &[][..] } else { &["--release"][..] };
+    run_cmd(Command::new("cargo").arg("build").args(profile).args(["--quiet", "--package", "tfconv", "--bin", "tfconv"]).current_dir(root))?;
+    let tfconv = root.join("target").join(if debug { "debug" } else { "release" }).join("tfconv");
+    // TFCONV_BENCH_DIR puts the checkpoints elsewhere (a tmpfs when the disk is short of space).
+    let dir = std::env::var_os("TFCONV_BENCH_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| root.join("target").join("bench"));
     match which {
         None => {
             bert(&tfconv, &dir)?;
@@ -95,8 +104,36 @@ pub fn run(root: &Path, which: Option<&str>) -> Result<()> {
         Some("albert") => albert(&tfconv, &dir),
         Some("xlnet") => xlnet(&tfconv, &dir),
         Some("t5") => t5(&tfconv, &dir),
-        Some(other) => bail!("unknown benchmark {other} (bert, albert, xlnet, t5)"),
+        Some("xlm") => xlm(&tfconv, &dir),
+        Some(other) => bail!("unknown benchmark {other} (bert, albert, xlnet, t5, xlm)"),
     }
+}
+
+/// XLM at mlm_xnli15_1024's shape with a 100k-word dictionary, so the file passes 1 GB, in the
+/// legacy container of the released files.
+fn xlm(tfconv: &Path, dir: &Path) -> Result<()> {
+    use tfconv_models::xlm::{synthetic, XlmConfig};
+    let ckpt_dir = dir.join("xlm-xnli15-1024");
+    let pth = ckpt_dir.join("mlm_xnli15_1024.pth");
+    let cfg = XlmConfig {
+        n_words: 100_000, emb_dim: 1024, n_layers: 12, n_heads: 8, n_langs: 15, use_lang_emb: true, gelu_activation: true,
+        sinusoidal_embeddings: false, share_inout_emb: true, max_positions: 512, pad_index: 2,
+    };
+    if !pth.is_file() {
+        std::fs::create_dir_all(&ckpt_dir)?;
+        let langs = vec!["ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh"];
+        std::fs::write(&pth, synthetic::pth_bytes(&cfg, &synthetic::Layout::release(langs), 15, false))?;
+    }
+    convert_against_copy(tfconv, dir, "XLM, mlm_xnli15_1024's shape (legacy .pth)", &pth, &pth, cfg.n_words as f64 * 1024.0 * 4.0 / 1e6)?;
+    let out = dir.join("xlm-out");
+    let (secs, rss) = measure(
+        Command::new(tfconv)
+            .arg("convert").arg("--tf-checkpoint").arg(&pth).arg("--output").arg(&out).arg("--force")
+            .args(["--verify", "--seq-len", "16"]),
+    )?;
+    std::fs::remove_dir_all(&out)?;
+    println!("convert --verify (probes 3 × 16)   {secs:>7.2} s   peak RSS {rss:>6.0} MiB");
+    Ok(())
 }
 
 /// ALBERT-xxlarge's widths with two groups, so the checkpoint passes 1 GB.

@@ -65,13 +65,13 @@ impl XlmConfig {
     }
 }
 
-/// A JSON object (the params, the dictionary).
-type JsonObject = Map<String, Json>;
+/// A JSON object of XLM's (or HF's) parameter names.
+pub type Params = Map<String, Json>;
 
 /// The parts of an original config: XLM's `params`, and the dictionary when the config came
 /// from the checkpoint itself (`{"params": …, "dico_word2id": …, …}`); a plain params object
 /// given with `--config` has none.
-pub fn split_original(config: &Json) -> Result<(&Map<String, Json>, Option<&JsonObject>), String> {
+pub fn split_original(config: &Json) -> Result<(&Params, Option<&Params>), String> {
     let obj = config.as_object().ok_or_else(|| format!("the XLM config is not a JSON object: {config}"))?;
     match obj.get("params") {
         Some(Json::Object(params)) => Ok((params, obj.get("dico_word2id").and_then(Json::as_object))),

@@ -43,19 +43,19 @@ pub fn words(n_words: usize) -> Vec<String> {
     let mut w: Vec<String> = ["<s>", "</s>", "<pad>", "<unk>"].map(String::from).to_vec();
     w.extend((0..10).map(|i| format!("<special{i}>")));
     let (consonants, vowels): (Vec<char>, Vec<char>) = ("tnshrdlcmfwypvbgkjxz".chars().collect(), "eaiou".chars().collect());
-    let mut k = 0;
-    while w.len() < n_words {
-        let syllable = |k: usize| format!("{}{}", consonants[k % 20], vowels[(k / 20 + k) % 5]);
-        let base = if k < 100 { syllable(k) } else { syllable(k) + &syllable(k / 100) };
-        let word = match k % 5 {
-            0 | 3 => format!("{base}@@"),
-            4 if k == 9 => "é@@".to_string(),
-            _ => base,
-        };
-        if !w.contains(&word) {
-            w.push(word);
+    // One of 100 syllables per base-100 digit of k: a different base for every k.
+    let syllable = |d: usize| format!("{}{}", consonants[d % 20], vowels[(d / 20 + d) % 5]);
+    for k in 0..n_words.saturating_sub(w.len()) {
+        let (mut base, mut rest) = (syllable(k % 100), k / 100);
+        while rest > 0 {
+            base.push_str(&syllable(rest % 100));
+            rest /= 100;
         }
-        k += 1;
+        w.push(match k % 5 {
+            4 if k == 9 => "é@@".to_string(),
+            0 | 3 => format!("{base}@@"),
+            _ => base,
+        });
     }
     w.truncate(n_words);
     w
@@ -363,10 +363,9 @@ mod tests {
         let w = words(60);
         assert_eq!(w.len(), 60);
         assert_eq!((w[0].as_str(), w[2].as_str(), w[5].as_str(), w[13].as_str()), ("<s>", "<pad>", "<special1>", "<special9>"));
-        let mut sorted = w.clone();
-        sorted.sort();
-        sorted.dedup();
-        assert_eq!(sorted.len(), 60);
+        let unique = |w: &[String]| w.iter().collect::<std::collections::HashSet<_>>().len();
+        assert_eq!(unique(&w), 60);
+        assert_eq!(unique(&words(30_000)), 30_000, "unique for large dictionaries too");
         assert!(w.iter().any(|x| x.ends_with("@@")) && w.iter().any(|x| !x.is_ascii()));
     }
 
