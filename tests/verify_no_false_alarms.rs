@@ -68,7 +68,10 @@ fn head_strategy() -> impl Strategy<Value = Head> {
 
 fn case_strategy() -> impl Strategy<Value = Case> {
     (
-        (1usize..=4, 2usize..=12, 1usize..=3, 4usize..=40),
+        // Norm widths of 4 or more: a LayerNorm over 2 or 3 features turns float32 noise in a
+        // near-zero deviation into an O(1) change of its output (seen as a 1.5× false alarm at
+        // width 2), a property of such configs, not of the conversion.
+        (1usize..=4, 4usize..=12, 1usize..=3, 4usize..=40),
         (10usize..=80, 4usize..=20, 1usize..=3),
         prop_oneof![Just("gelu"), Just("gelu_new"), Just("relu")],
         head_strategy(),
