@@ -1,6 +1,6 @@
 //! Numeric comparison of candle outputs against the TensorFlow reference, output by output.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tfconv_models::probe::{Output, Outputs};
 
 use crate::source::DType;
@@ -8,7 +8,7 @@ use crate::source::DType;
 /// Allowed error: |candle − tf| ≤ atol + rtol · scale, where scale is the largest |value| of the
 /// reference output. Relative to the output's scale, not per element, so that near-zero
 /// elements don't demand impossible relative precision.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Tolerance {
     pub atol: f64,
     pub rtol: f64,
@@ -43,7 +43,7 @@ impl Tolerance {
 }
 
 /// Agreement of one named output.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OutputReport {
     pub name: String,
     pub shape: Vec<usize>,
