@@ -118,7 +118,7 @@ fn check_gate(dir: &Path, steps: &[String], env: &[(String, String)], remove: &[
     let bytes = std::fs::read(&weights).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let (start, len) = {
-        let v = st.tensor("h.0.ln_1.weight").unwrap();
+        let v = st.tensor("transformer.h.0.ln_1.weight").unwrap();
         (v.data().as_ptr() as usize - bytes.as_ptr() as usize, v.data().len())
     };
     let mut damaged = bytes.clone();
@@ -127,9 +127,15 @@ fn check_gate(dir: &Path, steps: &[String], env: &[(String, String)], remove: &[
         b.copy_from_slice(&v.to_le_bytes());
     }
     std::fs::write(&weights, &damaged).unwrap();
+    // A fresh job: the earlier run's reports are not in a new checkout.
+    for report in ["gate-report.json", "gate-junit.xml"] {
+        std::fs::remove_file(dir.join(report)).unwrap();
+    }
     let results = run_steps(dir, steps, env, remove);
     let (step, code, err) = results.last().unwrap();
     assert!(step.contains("--manifest") && *code == 1, "the gate did not block a damaged release: `{step}` exited {code}:\n{err}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("gate-report.json")).unwrap()).unwrap();
+    assert_eq!(report["entries"][1]["result"], "FAIL (first divergence at 'layer.0')", "{err}");
     std::fs::write(&weights, &bytes).unwrap();
 }
 
