@@ -77,7 +77,7 @@ pub fn check(root: &Path) -> Result<()> {
     if json["pass"] != true {
         return Err(anyhow!("the wheel's tfconv did not pass golden/bert: {}", report.display()));
     }
-    println!("wheel {} installs tfconv {version} and converts and verifies golden/bert", wheel.file_name().unwrap_or_default().to_string_lossy());
+    println!("wheel {} installs {version} and converts and verifies golden/bert", wheel.file_name().unwrap_or_default().to_string_lossy());
     let _ = std::fs::remove_dir_all(&work);
     Ok(())
 }
