@@ -283,3 +283,30 @@ fn the_report_says_whether_onednn_was_on_and_tensorflow_stays_quiet() {
         }
     }
 }
+
+/// Runs tfconv with stderr on a pseudo-terminal (util-linux `script`); returns what it drew.
+fn on_a_terminal(args: &[&str]) -> String {
+    let command: Vec<String> = std::iter::once(BIN.to_string()).chain(args.iter().map(|a| format!("'{a}'"))).collect();
+    let o = Command::new("script").args(["-qec", &command.join(" "), "/dev/null"]).output().expect("util-linux script");
+    assert!(o.status.success(), "{}\n{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn progress_bars_only_on_a_terminal_and_never_under_quiet() {
+    require_tensorflow();
+    let c = convert_golden("bert", "float32");
+    let (folder, ckpt) = (c.folder.to_str().unwrap(), c.checkpoint.to_str().unwrap());
+    let verify = ["verify", "--hf-dir", folder, "--tf-checkpoint", ckpt];
+    let drawn = on_a_terminal(&verify);
+    assert!(drawn.contains("PASS"), "{drawn}");
+    assert!(drawn.contains("verify ") && drawn.contains(" 1/7 "), "no stage bar on a terminal:\n{drawn}");
+    let quiet = on_a_terminal(&[&["--quiet"][..], &verify].concat());
+    assert!(quiet.contains("PASS") && !quiet.contains("/7 "), "a bar under --quiet:\n{quiet}");
+    let piped = verify_output(&c);
+    assert!(piped.contains("PASS") && !piped.contains("/7 ") && !piped.contains('\u{1b}'), "a bar when stderr is not a terminal:\n{piped}");
+}
+
+fn verify_output(c: &Converted) -> String {
+    stderr(&verify(c, &[]))
+}
