@@ -184,6 +184,9 @@ struct VerifyFlags {
     /// Write a self-contained HTML page here: verdict, error-per-stage chart, table, provenance.
     #[arg(long, value_name = "FILE")]
     report_html: Option<PathBuf>,
+    /// A progress bar over the stages (on a terminal); off under the global --quiet.
+    #[arg(skip)]
+    progress: bool,
 }
 
 /// The report files of one verification, each claimed (a temporary file beside it) before any work.
@@ -201,9 +204,9 @@ impl VerifyFlags {
 }
 
 impl VerifyFlags {
-    fn options(&self, reference_config: crate::verify::ReferenceConfig, progress: bool) -> crate::verify::VerifyOptions {
+    fn options(&self, reference_config: crate::verify::ReferenceConfig) -> crate::verify::VerifyOptions {
         crate::verify::VerifyOptions {
-            progress,
+            progress: self.progress,
             seed: self.seed,
             batch: self.probes as usize,
             seq_len: self.seq_len.map(|n| n as usize),
@@ -302,12 +305,11 @@ fn run_verify(
     flags: &VerifyFlags,
     reference: crate::verify::ReferenceConfig,
     report_files: ReportFiles,
-    quiet: bool,
 ) -> crate::Result<u8> {
     // Hashed before the run: the report attests the bytes that were verified.
     let config_path = reference.path.clone().unwrap_or_default();
     let (inputs, outputs) = crate::verify::provenance::collect(&input_files(ckpt, arch, &config_path), folder)?;
-    let mut report = crate::verify::verify(folder, ckpt, arch, plan, &flags.options(reference, !quiet))?;
+    let mut report = crate::verify::verify(folder, ckpt, arch, plan, &flags.options(reference))?;
     report.provenance = Some(crate::verify::provenance::Provenance {
         tfconv_version: env!("CARGO_PKG_VERSION").to_string(),
         tensorflow_version: report.tensorflow_version.clone(),
@@ -372,8 +374,14 @@ fn run(command: Command, quiet: bool) -> crate::Result<u8> {
                 crate::inspect::print_table(ckpt.as_ref(), &mut stdout)?;
             }
         }
-        Command::Convert(args) => return convert(args, quiet),
-        Command::Verify(args) => return verify(args, quiet),
+        Command::Convert(mut args) => {
+            args.verify_args.progress = !quiet;
+            return convert(args, quiet);
+        }
+        Command::Verify(mut args) => {
+            args.flags.progress = !quiet;
+            return verify(args, quiet);
+        }
         Command::SetupTf => {
             let dir = crate::tf_runtime::install()?;
             println!("TensorFlow {} ready in {}", crate::tf_runtime::version()?, dir.display());
@@ -475,7 +483,7 @@ fn convert(args: ConvertArgs, quiet: bool) -> crate::Result<u8> {
     }
     if args.verify {
         let reference = reference_config(&done.config_path, false, overrides(&args.hidden_act, &args.set));
-        return run_verify(&done.folder, done.checkpoint.as_ref(), done.arch.as_ref(), &done.plan, &args.verify_args, reference, report_files, quiet);
+        return run_verify(&done.folder, done.checkpoint.as_ref(), done.arch.as_ref(), &done.plan, &args.verify_args, reference, report_files);
     }
     Ok(exit::OK)
 }
@@ -603,5 +611,5 @@ fn verify(args: VerifyArgs, quiet: bool) -> crate::Result<u8> {
     let report_files = claim_reports(&args.flags, &protected, args.force)?;
     crate::tf_runtime::load()?;
     let reference = reference_config(&original_path, trusted, overrides(&args.hidden_act, &args.set));
-    run_verify(&hf_dir, ckpt.as_ref(), arch.as_ref(), &plan, &args.flags, reference, report_files, quiet)
+    run_verify(&hf_dir, ckpt.as_ref(), arch.as_ref(), &plan, &args.flags, reference, report_files)
 }

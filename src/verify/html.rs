@@ -42,9 +42,9 @@ fn chart(r: &VerifyReport) -> String {
     let width = left + step * stages.len() as f64 + 20.0;
     let height = top + plot_h + 110.0;
     let y = |v: f64| top + (hi - v.max(FLOOR).log10().clamp(lo, hi)) / (hi - lo) * plot_h;
-    let _ = write!(
+    let _ = writeln!(
         s,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart\" width=\"{width:.0}\" height=\"{height:.0}\" viewBox=\"0 0 {width:.0} {height:.0}\" role=\"img\" aria-label=\"max absolute error per stage against the allowed bound, log scale\">\n"
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart\" width=\"{width:.0}\" height=\"{height:.0}\" viewBox=\"0 0 {width:.0} {height:.0}\" role=\"img\" aria-label=\"max absolute error per stage against the allowed bound, log scale\">"
     );
     let first = first_divergent_stage(r);
     if let Some(i) = first {
