@@ -266,12 +266,9 @@ fn claim_reports(flags: &VerifyFlags, protected: &Protected, force: bool) -> cra
     let mut checked = Vec::new();
     for (flag, path) in flags.report_paths() {
         let Some(path) = path else { checked.push(None); continue };
+        // Each claimed path is an output the next one may not overlap.
         let resolved = guard::check_target(path, flag, guard::Kind::File, &protected, force)?;
         protected.add_output(&resolved);
-        // Not yet on disk, so add_output cannot resolve it; compare the resolved paths here.
-        if checked.iter().flatten().any(|p: &PathBuf| *p == resolved) {
-            return Err(Error::Usage(format!("{flag} {}: the same file is given for two reports", path.display())));
-        }
         checked.push(Some(resolved));
     }
     let claim = |i: usize| checked[i].as_ref().map(|p| PendingFile::create(p)).transpose();

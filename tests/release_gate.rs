@@ -310,3 +310,43 @@ fn progress_bars_only_on_a_terminal_and_never_under_quiet() {
 fn verify_output(c: &Converted) -> String {
     stderr(&verify(c, &[]))
 }
+
+#[test]
+fn the_new_flags_keep_the_exit_code_contract() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let ckpt = golden("bert/bert_model.ckpt");
+    let folder = t.join("bert");
+    let o = tfconv(&[os("convert"), os("--tf-checkpoint"), ckpt.as_os_str(), os("--output"), folder.as_os_str()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let old_report = t.join("old.json");
+    std::fs::write(&old_report, br#"{"pass": true, "class": "BertForPreTraining"}"#).unwrap();
+    let manifest = t.join("releases.toml");
+    std::fs::write(&manifest, format!("[[model]]\ncheckpoint = {:?}\nfolder = \"bert\"\n", ckpt.display().to_string())).unwrap();
+    let same = t.join("same.out");
+    let verify_folder = [os("verify"), os("--hf-dir"), folder.as_os_str(), os("--tf-checkpoint"), ckpt.as_os_str()];
+    let cases: Vec<(&str, Vec<&std::ffi::OsStr>, i32, String)> = vec![
+        ("junit without --verify", vec![os("convert"), os("--tf-checkpoint"), ckpt.as_os_str(), os("--output"), t.join("x").into_os_string().leak(), os("--junit"), os("j.xml")], 2, "--junit writes the verification report, so it needs --verify".into()),
+        ("html without --verify", vec![os("convert"), os("--tf-checkpoint"), ckpt.as_os_str(), os("--output"), t.join("x").into_os_string().leak(), os("--report-html"), os("r.html")], 2, "--report-html writes the verification report, so it needs --verify".into()),
+        ("verify with nothing to verify", vec![os("verify")], 2, "--hf-dir".into()),
+        ("attest a missing report", vec![os("verify"), os("--attest"), t.join("none.json").into_os_string().leak()], 3, t.join("none.json").display().to_string()),
+        ("attest a report without provenance", vec![os("verify"), os("--attest"), old_report.as_os_str()], 3, "has no provenance".into()),
+        ("attest and a folder", [&verify_folder[..], &[os("--attest"), old_report.as_os_str()]].concat(), 2, "--attest".into()),
+        ("manifest and a folder", [&verify_folder[..], &[os("--manifest"), manifest.as_os_str()]].concat(), 2, "--manifest".into()),
+        ("a missing manifest", vec![os("verify"), os("--manifest"), t.join("none.toml").into_os_string().leak()], 3, t.join("none.toml").display().to_string()),
+        ("a report over the manifest", vec![os("verify"), os("--manifest"), manifest.as_os_str(), os("--report"), manifest.as_os_str(), os("--force")], 5, "this is an input of the command".into()),
+        ("one file for two reports", [&verify_folder[..], &[os("--report"), same.as_os_str(), os("--junit"), same.as_os_str()]].concat(), 5, "would overlap the output".into()),
+        ("html inside the verified folder", [&verify_folder[..], &[os("--report-html"), folder.join("config.json").into_os_string().leak(), os("--force")]].concat(), 5, "this is an input of the command".into()),
+    ];
+    let mut failures = Vec::new();
+    for (what, args, code, says) in &cases {
+        let o = tfconv(args);
+        let err = stderr(&o);
+        if o.status.code() != Some(*code) || !err.contains(says.as_str()) || err.contains("panicked") {
+            failures.push(format!("{what}: exit {:?} (want {code}), stderr:\n{err}", o.status.code()));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
+    assert!(!same.exists() && !t.join("x").exists());
+    assert_eq!(std::fs::read_to_string(&manifest).unwrap().lines().count(), 3, "the manifest was not replaced");
+}
