@@ -278,7 +278,9 @@ fn the_report_says_whether_onednn_was_on_and_tensorflow_stays_quiet() {
             .unwrap();
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
         assert_eq!(read_json(&c.report)["provenance"]["onednn"], expected, "TF_ENABLE_ONEDNN_OPTS={setting}");
-        for noise in ["oneDNN", "absl::InitializeLog", "cpu_feature_guard", "I0000", "W0000"] {
+        let said = if expected { "(oneDNN on)" } else { "(oneDNN off)" };
+        assert!(stderr(&o).contains(&format!("against TensorFlow 2.21.0 {said} on ")), "{}", stderr(&o));
+        for noise in ["oneDNN custom operations", "absl::InitializeLog", "cpu_feature_guard", "I0000", "W0000"] {
             assert!(!stderr(&o).contains(noise), "{noise:?} reached stderr:\n{}", stderr(&o));
         }
     }

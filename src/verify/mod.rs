@@ -750,9 +750,15 @@ impl candle_nn::var_builder::SimpleBackend for PthShards {
 pub fn render_table(report: &VerifyReport) -> String {
     use std::fmt::Write;
     let mut s = String::new();
+    // oneDNN kernels round differently from Eigen's, so the numbers below depend on it.
+    let onednn = match report.provenance.as_ref().and_then(|p| p.onednn) {
+        Some(true) => " (oneDNN on)",
+        Some(false) => " (oneDNN off)",
+        None => "",
+    };
     let _ = writeln!(
         s,
-        "verify {} ({}, stored {}) against TensorFlow {} on {}",
+        "verify {} ({}, stored {}) against TensorFlow {}{onednn} on {}",
         report.folder.display(),
         report.class,
         report.stored_dtype,
