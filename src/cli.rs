@@ -20,6 +20,8 @@ pub mod exit {
     pub const CONVERSION: u8 = 4;
     pub const OUTPUT: u8 = 5;
     pub const REFERENCE_UNAVAILABLE: u8 = 6;
+    /// `verify --attest`: a file changed since the report was written.
+    pub const ATTESTATION: u8 = 7;
 }
 
 pub fn exit_code(e: &Error) -> u8 {
@@ -36,6 +38,9 @@ pub fn exit_code(e: &Error) -> u8 {
 #[derive(Parser)]
 #[command(name = "tfconv", version, about = "Convert original TensorFlow-era checkpoints to Hugging Face folders, verified against TensorFlow")]
 struct Cli {
+    /// No progress bars (there are none anyway when stderr is not a terminal).
+    #[arg(long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -118,11 +123,19 @@ struct ConvertArgs {
 #[derive(clap::Args)]
 struct VerifyArgs {
     /// The Hugging Face folder to check.
-    #[arg(long)]
-    hf_dir: PathBuf,
+    #[arg(long, required_unless_present_any = ["attest", "manifest"])]
+    hf_dir: Option<PathBuf>,
     /// The original checkpoint it claims to come from.
-    #[arg(long, visible_alias = "tf_checkpoint")]
-    tf_checkpoint: PathBuf,
+    #[arg(long, visible_alias = "tf_checkpoint", required_unless_present_any = ["attest", "manifest"])]
+    tf_checkpoint: Option<PathBuf>,
+    /// Verify every [[model]] entry of a TOML manifest (checkpoint, config, folder, optional
+    /// name and flags), print one summary table, exit non-zero if any entry fails.
+    #[arg(long, value_name = "TOML", conflicts_with_all = ["hf_dir", "tf_checkpoint", "config", "attest", "report_html", "hidden_act", "set", "trust_folder_config", "seed", "probes", "seq_len", "atol", "rtol"])]
+    manifest: Option<PathBuf>,
+    /// Check instead that every file a JSON report recorded still has the recorded SHA-256
+    /// (exit 7 naming each changed file); nothing is run again.
+    #[arg(long, value_name = "REPORT", conflicts_with_all = ["hf_dir", "tf_checkpoint", "config", "report", "junit", "report_html"])]
+    attest: Option<PathBuf>,
     /// The original config file the reference is built from (default: the model's usual name
     /// beside the checkpoint, as for convert). The folder's own config.json is what is being
     /// checked, not the reference.
@@ -165,11 +178,35 @@ struct VerifyFlags {
     /// Write the JSON report here (with convert, needs --verify).
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Write JUnit XML here: one test case per stage, the numbers in each failure.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    /// Write a self-contained HTML page here: verdict, error-per-stage chart, table, provenance.
+    #[arg(long, value_name = "FILE")]
+    report_html: Option<PathBuf>,
+    /// A progress bar over the stages (on a terminal); off under the global --quiet.
+    #[arg(skip)]
+    progress: bool,
+}
+
+/// The report files of one verification, each claimed (a temporary file beside it) before any work.
+#[derive(Default)]
+struct ReportFiles {
+    json: Option<PendingFile>,
+    junit: Option<PendingFile>,
+    html: Option<PendingFile>,
+}
+
+impl VerifyFlags {
+    fn report_paths(&self) -> [(&'static str, Option<&PathBuf>); 3] {
+        [("--report", self.report.as_ref()), ("--junit", self.junit.as_ref()), ("--report-html", self.report_html.as_ref())]
+    }
 }
 
 impl VerifyFlags {
     fn options(&self, reference_config: crate::verify::ReferenceConfig) -> crate::verify::VerifyOptions {
         crate::verify::VerifyOptions {
+            progress: self.progress,
             seed: self.seed,
             batch: self.probes as usize,
             seq_len: self.seq_len.map(|n| n as usize),
@@ -222,11 +259,20 @@ fn parse_dtype(s: &str) -> crate::source::DType {
     }
 }
 
-/// Checks `--report` like every other output path; the caller then claims it (a temporary
-/// file beside it) before any work, so an unwritable location fails at once.
-fn check_report(flags: &VerifyFlags, protected: &Protected, force: bool) -> crate::Result<Option<PathBuf>> {
-    let Some(path) = &flags.report else { return Ok(None) };
-    guard::check_target(path, "--report", guard::Kind::File, protected, force).map(Some)
+/// Checks `--report`, `--junit` and `--report-html` like every other output path (and against
+/// each other), then claims them, so an unwritable location fails before any work.
+fn claim_reports(flags: &VerifyFlags, protected: &Protected, force: bool) -> crate::Result<ReportFiles> {
+    let mut protected = protected.clone();
+    let mut checked = Vec::new();
+    for (flag, path) in flags.report_paths() {
+        let Some(path) = path else { checked.push(None); continue };
+        // Each claimed path is an output the next one may not overlap.
+        let resolved = guard::check_target(path, flag, guard::Kind::File, &protected, force)?;
+        protected.add_output(&resolved);
+        checked.push(Some(resolved));
+    }
+    let claim = |i: usize| checked[i].as_ref().map(|p| PendingFile::create(p)).transpose();
+    Ok(ReportFiles { json: claim(0)?, junit: claim(1)?, html: claim(2)? })
 }
 
 /// Refuses a `--seq-len` the model cannot take, rather than silently using less.
@@ -238,6 +284,16 @@ fn check_seq_len(arch: &dyn tfconv_models::arch::Architecture, flags: &VerifyFla
     Ok(())
 }
 
+/// The files a verification reads, by role, for the report's provenance: the checkpoint's
+/// files, the original config and the vocabulary files beside either.
+fn input_files(ckpt: &dyn crate::source::Checkpoint, arch: &dyn tfconv_models::arch::Architecture, config: &std::path::Path) -> Vec<(&'static str, Vec<PathBuf>)> {
+    let mut dirs = vec![crate::convert::checkpoint_dir(ckpt.path())];
+    dirs.push(crate::convert::checkpoint_dir(config));
+    let dirs: Vec<&std::path::Path> = dirs.iter().map(PathBuf::as_path).collect();
+    let config = if config.is_file() { vec![config.to_path_buf()] } else { Vec::new() };
+    vec![("checkpoint", ckpt.files()), ("config", config), ("vocabulary", arch.vocabulary_sources(&dirs))]
+}
+
 fn run_verify(
     folder: &std::path::Path,
     ckpt: &dyn crate::source::Checkpoint,
@@ -245,16 +301,42 @@ fn run_verify(
     plan: &tfconv_models::plan::Plan,
     flags: &VerifyFlags,
     reference: crate::verify::ReferenceConfig,
-    report_file: Option<PendingFile>,
+    report_files: ReportFiles,
 ) -> crate::Result<u8> {
-    let report = crate::verify::verify(folder, ckpt, arch, plan, &flags.options(reference))?;
+    // Hashed before the run: the report attests the bytes that were verified.
+    let config_path = reference.path.clone().unwrap_or_default();
+    let (inputs, outputs) = crate::verify::provenance::collect(&input_files(ckpt, arch, &config_path), folder)?;
+    let mut report = crate::verify::verify(folder, ckpt, arch, plan, &flags.options(reference))?;
+    report.provenance = Some(crate::verify::provenance::Provenance {
+        tfconv_version: env!("CARGO_PKG_VERSION").to_string(),
+        tensorflow_version: report.tensorflow_version.clone(),
+        onednn: crate::tf_runtime::onednn_enabled(),
+        probe_seed: report.probes.seed,
+        tolerance: report.tolerance,
+        isolated_tolerance: report.isolated_tolerance,
+        inputs,
+        outputs,
+    });
     eprint!("{}", crate::verify::render_table(&report));
-    if let Some(file) = report_file {
-        let json = serde_json::to_vec_pretty(&report).expect("JSON of plain values");
-        let path = file.commit(&json)?;
-        eprintln!("report: {}", path.display());
-    }
+    write_reports(&report, report_files)?;
     Ok(if report.pass { exit::OK } else { exit::MISMATCH })
+}
+
+fn write_reports(report: &crate::verify::VerifyReport, files: ReportFiles) -> crate::Result<()> {
+    if let Some(file) = files.json {
+        let json = serde_json::to_vec_pretty(report).expect("JSON of plain values");
+        eprintln!("report: {}", file.commit(&json)?.display());
+    }
+    if let Some(file) = files.junit {
+        let outcome = crate::verify::junit::Outcome::Report(report);
+        let xml = crate::verify::junit::document(&[(crate::verify::junit::suite_name(report), outcome)]);
+        eprintln!("junit: {}", file.commit(xml.as_bytes())?.display());
+    }
+    if let Some(file) = files.html {
+        let html = crate::verify::html::page(report);
+        eprintln!("report-html: {}", file.commit(html.as_bytes())?.display());
+    }
+    Ok(())
 }
 
 pub fn main() -> ExitCode {
@@ -266,7 +348,7 @@ pub fn main() -> ExitCode {
         }
     };
     crate::interrupt::install();
-    match run(cli.command) {
+    match run(cli.command, cli.quiet) {
         Ok(code) => ExitCode::from(code),
         // A reader that went away (`tfconv inspect … | head`) is not an error, as for any Unix tool.
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(exit::OK),
@@ -277,7 +359,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(command: Command) -> crate::Result<u8> {
+fn run(command: Command, quiet: bool) -> crate::Result<u8> {
     match command {
         Command::Inspect { path, json } => {
             let ckpt = crate::source::open(&path)?;
@@ -289,8 +371,14 @@ fn run(command: Command) -> crate::Result<u8> {
                 crate::inspect::print_table(ckpt.as_ref(), &mut stdout)?;
             }
         }
-        Command::Convert(args) => return convert(args),
-        Command::Verify(args) => return verify(args),
+        Command::Convert(mut args) => {
+            args.verify_args.progress = !quiet;
+            return convert(args, quiet);
+        }
+        Command::Verify(mut args) => {
+            args.flags.progress = !quiet;
+            return verify(args, quiet);
+        }
         Command::SetupTf => {
             let dir = crate::tf_runtime::install()?;
             println!("TensorFlow {} ready in {}", crate::tf_runtime::version()?, dir.display());
@@ -299,14 +387,16 @@ fn run(command: Command) -> crate::Result<u8> {
     Ok(exit::OK)
 }
 
-fn convert(args: ConvertArgs) -> crate::Result<u8> {
+fn convert(args: ConvertArgs, quiet: bool) -> crate::Result<u8> {
     if let Some(t) = &args.model_type {
         if !model_types().contains(&t.as_str()) {
             return Err(Error::Usage(format!("--model-type {t}: not supported (supported: {})", model_types().join(", "))));
         }
     }
-    if args.verify_args.report.is_some() && !args.verify {
-        return Err(Error::Usage("--report writes the verification report, so it needs --verify".into()));
+    for (flag, path) in args.verify_args.report_paths() {
+        if path.is_some() && !args.verify {
+            return Err(Error::Usage(format!("{flag} writes the verification report, so it needs --verify")));
+        }
     }
     let output = match (&args.output, &args.pytorch_dump_output) {
         (Some(_), Some(_)) => {
@@ -329,7 +419,7 @@ fn convert(args: ConvertArgs) -> crate::Result<u8> {
         force: args.force,
         finetuning_task: args.finetuning_task_name.clone(),
         tokenizer: tfconv_models::arch::TokenizerOptions { do_lower_case: args.do_lower_case },
-        progress: true,
+        progress: !quiet,
         config_overrides: overrides(&args.hidden_act, &args.set),
         output_flag,
     };
@@ -359,9 +449,8 @@ fn convert(args: ConvertArgs) -> crate::Result<u8> {
     if args.verify {
         check_seq_len(conversion.arch(), &args.verify_args)?;
     }
-    let report_path = check_report(&args.verify_args, conversion.protected(), args.force)?;
+    let report_files = claim_reports(&args.verify_args, conversion.protected(), args.force)?;
     conversion.claim()?;
-    let report_file = report_path.map(|p| PendingFile::create(&p)).transpose()?;
     if args.verify {
         crate::tf_runtime::load()?;
     }
@@ -391,19 +480,90 @@ fn convert(args: ConvertArgs) -> crate::Result<u8> {
     }
     if args.verify {
         let reference = reference_config(&done.config_path, false, overrides(&args.hidden_act, &args.set));
-        return run_verify(&done.folder, done.checkpoint.as_ref(), done.arch.as_ref(), &done.plan, &args.verify_args, reference, report_file);
+        return run_verify(&done.folder, done.checkpoint.as_ref(), done.arch.as_ref(), &done.plan, &args.verify_args, reference, report_files);
     }
     Ok(exit::OK)
 }
 
-fn verify(args: VerifyArgs) -> crate::Result<u8> {
-    // Inputs first: a missing folder is an input error whether or not TensorFlow is there.
-    let config_path = args.hf_dir.join("config.json");
-    if !args.hf_dir.is_dir() {
-        return Err(Error::input(&args.hf_dir, "no such folder (--hf-dir must be a converted Hugging Face folder)"));
+/// `verify --attest REPORT`: re-hashes every file the report recorded.
+fn attest(report: &std::path::Path) -> crate::Result<u8> {
+    let found = crate::verify::provenance::attest(report)?;
+    for c in &found.changed {
+        eprintln!("changed: {} ({}): {}", c.path.display(), c.role, c.why);
     }
-    let config = crate::verify::folder_config(&args.hf_dir)?;
-    let ckpt = crate::source::open(&args.tf_checkpoint)?;
+    if let Some(first) = found.changed.first() {
+        eprintln!(
+            "error: attestation failed: {} of the {} files recorded in {} changed since it was written, first {}",
+            found.changed.len(),
+            found.files,
+            report.display(),
+            first.path.display()
+        );
+        return Ok(exit::ATTESTATION);
+    }
+    if !found.pass {
+        eprintln!("error: the {} files are those {} recorded, but that report records a FAILED verification of {}", found.files, report.display(), found.class);
+        return Ok(exit::MISMATCH);
+    }
+    eprintln!("attested: the {} files recorded in {} are unchanged; it records a passed verification of {}", found.files, report.display(), found.class);
+    Ok(exit::OK)
+}
+
+/// `verify --manifest`: every entry in its own process, one table, JUnit and JSON summaries.
+fn verify_manifest(manifest: &std::path::Path, flags: &VerifyFlags, force: bool, quiet: bool) -> crate::Result<u8> {
+    let mut protected = Protected::new();
+    protected.add_input(manifest);
+    for path in crate::manifest::read_paths(manifest)? {
+        protected.add_input_folder(&path);
+    }
+    let files = claim_reports(flags, &protected, force)?;
+    let rows = crate::manifest::run(manifest, quiet)?;
+    eprint!("{}", crate::manifest::render(&rows));
+    if let Some(file) = files.json {
+        let entries: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| serde_json::json!({"name": r.name, "class": r.class, "result": r.result, "passed": r.passed(), "exit_code": r.code, "seconds": r.seconds, "worst_rel_error": r.worst_rel_error, "error": r.error, "report": r.report}))
+            .collect();
+        let json = serde_json::json!({"manifest": std::path::absolute(manifest).unwrap_or(manifest.to_path_buf()), "pass": rows.iter().all(|r| r.passed()), "entries": entries});
+        eprintln!("report: {}", file.commit(&serde_json::to_vec_pretty(&json).expect("JSON of plain values"))?.display());
+    }
+    if let Some(file) = files.junit {
+        // The entries' reports come back as JSON; typed again for the XML writer.
+        let reports: Vec<Option<crate::verify::VerifyReport>> = rows.iter().map(|r| r.report.as_ref().and_then(crate::verify::VerifyReport::from_json)).collect();
+        let suites: Vec<(String, crate::verify::junit::Outcome)> = rows
+            .iter()
+            .zip(&reports)
+            .map(|(row, report)| match report {
+                Some(report) => (row.name.clone(), crate::verify::junit::Outcome::Report(report)),
+                None => (row.name.clone(), crate::verify::junit::Outcome::Error(row.name.clone(), row.error.clone().unwrap_or_else(|| row.result.clone()))),
+            })
+            .collect();
+        eprintln!("junit: {}", file.commit(crate::verify::junit::document(&suites).as_bytes())?.display());
+    }
+    Ok(match rows.iter().find(|r| !r.passed()) {
+        None => exit::OK,
+        Some(_) if rows.iter().any(|r| r.code == Some(exit::MISMATCH as i32)) => exit::MISMATCH,
+        Some(r) => r.code.and_then(|c| u8::try_from(c).ok()).filter(|&c| c != 0).unwrap_or(exit::INPUT),
+    })
+}
+
+fn verify(args: VerifyArgs, quiet: bool) -> crate::Result<u8> {
+    if let Some(report) = &args.attest {
+        return attest(report);
+    }
+    if let Some(manifest) = &args.manifest {
+        return verify_manifest(manifest, &args.flags, args.force, quiet);
+    }
+    let (Some(hf_dir), Some(tf_checkpoint)) = (args.hf_dir.clone(), args.tf_checkpoint.clone()) else {
+        return Err(Error::Usage("verify needs --hf-dir and --tf-checkpoint (or --attest REPORT)".into()));
+    };
+    // Inputs first: a missing folder is an input error whether or not TensorFlow is there.
+    let config_path = hf_dir.join("config.json");
+    if !hf_dir.is_dir() {
+        return Err(Error::input(&hf_dir, "no such folder (--hf-dir must be a converted Hugging Face folder)"));
+    }
+    let config = crate::verify::folder_config(&hf_dir)?;
+    let ckpt = crate::source::open(&tf_checkpoint)?;
     let vars = crate::convert::source_vars(ckpt.as_ref());
     // The reference (and the plan of what the folder must hold) is the ORIGINAL model: its own
     // config and variables. Taking it from the folder's config.json would mirror any mistake in
@@ -444,9 +604,9 @@ fn verify(args: VerifyArgs) -> crate::Result<u8> {
     let (arch, plan) = crate::convert::original_model(ckpt.as_ref(), &vars, &model_type, &original_path, original, &settings)?;
     check_seq_len(arch.as_ref(), &args.flags)?;
     let mut protected = crate::convert::checkpoint_inputs(ckpt.as_ref(), &original_path);
-    protected.add_input_folder(&args.hf_dir);
-    let report_file = check_report(&args.flags, &protected, args.force)?.map(|p| PendingFile::create(&p)).transpose()?;
+    protected.add_input_folder(&hf_dir);
+    let report_files = claim_reports(&args.flags, &protected, args.force)?;
     crate::tf_runtime::load()?;
     let reference = reference_config(&original_path, trusted, overrides(&args.hidden_act, &args.set));
-    run_verify(&args.hf_dir, ckpt.as_ref(), arch.as_ref(), &plan, &args.flags, reference, report_file)
+    run_verify(&hf_dir, ckpt.as_ref(), arch.as_ref(), &plan, &args.flags, reference, report_files)
 }

@@ -6,6 +6,8 @@ pub mod error;
 pub mod guard;
 pub mod inspect;
 pub mod interrupt;
+pub mod manifest;
+pub mod progress;
 pub use tfconv_models::roles;
 pub mod sink;
 pub mod source;

@@ -203,6 +203,39 @@ pub fn load() -> Result<()> {
     LOADED.get_or_init(load_once).clone().map_err(Error::ReferenceUnavailable)
 }
 
+/// The directory TensorFlow was loaded from.
+static LIBRARY_DIR: OnceLock<PathBuf> = OnceLock::new();
+/// Set when TensorFlow announced at load time that its oneDNN kernels are on.
+static ONEDNN_ANNOUNCED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// TensorFlow's own answer to "are the oneDNN (MKL) kernels on?": `bool tensorflow::IsMklEnabled()`.
+const IS_MKL_ENABLED: &str = "_ZN10tensorflow12IsMklEnabledEv";
+
+/// TensorFlow's answer from `IsMklEnabled()`, asked once right after loading (under the stderr
+/// filter: its first call logs the oneDNN notice); None when the library does not export it.
+static MKL_ENABLED: OnceLock<Option<bool>> = OnceLock::new();
+
+/// Whether the loaded TensorFlow runs its oneDNN kernels, which round floats differently from
+/// the default Eigen ones (so a report must say): TensorFlow's own `IsMklEnabled()` when the
+/// library exports it, else whether it announced them at load. None before [`load`] succeeded.
+pub fn onednn_enabled() -> Option<bool> {
+    LIBRARY_DIR.get()?;
+    Some(MKL_ENABLED.get().copied().flatten().unwrap_or_else(|| ONEDNN_ANNOUNCED.load(std::sync::atomic::Ordering::Relaxed)))
+}
+
+fn ask_is_mkl_enabled(dir: &Path) -> Option<bool> {
+    for lib in [FRAMEWORK_LIB, CC_LIB] {
+        let Ok(handle) = dl::Library::open(&dir.join(lib)) else { continue };
+        if let Some(address) = handle.symbol(IS_MKL_ENABLED) {
+            // SAFETY: the symbol is TensorFlow's `bool IsMklEnabled()`, which takes no arguments;
+            // a no-argument function returning bool is called the same way from C and C++ on
+            // the platforms TensorFlow ships for.
+            let is_mkl_enabled: extern "C" fn() -> bool = unsafe { std::mem::transmute(address) };
+            return Some(is_mkl_enabled());
+        }
+    }
+    None
+}
+
 fn load_once() -> Result<(), String> {
     // TF's C++ logging is noise for our users; respect an explicit choice. It is read at each log
     // call, so it quiets what TF logs later (sessions, kernels), but not what is printed below.
@@ -215,7 +248,10 @@ fn load_once() -> Result<(), String> {
     // The crate's finder reads TENSORFLOW_DIR; set it before any thread could read the environment.
     std::env::set_var("TENSORFLOW_DIR", &shim);
     tensorflow::library::load()
-        .map_err(|e| format!("could not load TensorFlow from {}: {e}. {}", lib_dir.display(), how_to_get()))
+        .map_err(|e| format!("could not load TensorFlow from {}: {e}. {}", lib_dir.display(), how_to_get()))?;
+    let _ = MKL_ENABLED.set(ask_is_mkl_enabled(&lib_dir));
+    let _ = LIBRARY_DIR.set(lib_dir);
+    Ok(())
 }
 
 /// The version string of the loaded TensorFlow, e.g. "2.21.0".
@@ -240,14 +276,18 @@ struct QuietStderr {
 
 impl QuietStderr {
     fn install() -> Option<Self> {
-        let min_level = std::env::var("TF_CPP_MIN_LOG_LEVEL").ok()?.trim().parse::<u8>().ok().filter(|&l| l > 0)?;
+        // Installed at level 0 too, forwarding every line, to see whether oneDNN is announced.
+        let min_level = std::env::var("TF_CPP_MIN_LOG_LEVEL").ok().and_then(|l| l.trim().parse::<u8>().ok()).unwrap_or(0);
         let saved = std::io::stderr().as_fd().try_clone_to_owned().ok()?;
         let mut real = std::fs::File::from(saved.try_clone().ok()?);
         let (reader, writer) = std::io::pipe().ok()?;
         let forwarder = std::thread::spawn(move || {
             for line in BufReader::new(reader).split(b'\n') {
                 let Ok(mut line) = line else { break };
-                if !is_tf_noise(&line, min_level) {
+                if line.windows(ONEDNN_ON.len()).any(|w| w == ONEDNN_ON) {
+                    ONEDNN_ANNOUNCED.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                if min_level == 0 || !is_tf_noise(&line, min_level) {
                     line.push(b'\n');
                     let _ = real.write_all(&line);
                 }
@@ -269,6 +309,9 @@ impl Drop for QuietStderr {
         }
     }
 }
+
+/// What TensorFlow logs at load when its oneDNN kernels are on.
+const ONEDNN_ON: &[u8] = b"oneDNN custom operations are on";
 
 /// Whether a stderr line is TensorFlow logging below `min_level` (0 info, 1 warning, 2 error):
 /// an absl/glog line such as `I0000 00:00:1712.123   42 port.cc:153] ...`, or absl's notice
@@ -322,9 +365,14 @@ mod dl {
         }
 
         pub fn has(&self, symbol: &str) -> bool {
-            let Ok(name) = CString::new(symbol) else { return false };
-            // SAFETY: a live handle and a valid C string; the address is only compared with null.
-            !unsafe { dlsym(self.0, name.as_ptr()) }.is_null()
+            self.symbol(symbol).is_some()
+        }
+
+        pub fn symbol(&self, symbol: &str) -> Option<*mut c_void> {
+            let name = CString::new(symbol).ok()?;
+            // SAFETY: a live handle and a valid C string.
+            let address = unsafe { dlsym(self.0, name.as_ptr()) };
+            (!address.is_null()).then_some(address)
         }
     }
 

@@ -20,6 +20,11 @@ pub trait Architecture: Send + Sync {
     fn hf_config(&self, dtype: &str, finetuning_task: Option<&str>) -> serde_json::Value;
     /// Tokenizer files found beside the checkpoint (or the config), with notes on them.
     fn tokenizer_files(&self, search_dirs: &[&Path], options: &TokenizerOptions) -> Result<TokenizerFiles, String>;
+    /// The original vocabulary files `tokenizer_files` reads from `search_dirs`, for the
+    /// report's provenance (their digests). None by default.
+    fn vocabulary_sources(&self, _search_dirs: &[&Path]) -> Vec<std::path::PathBuf> {
+        Vec::new()
+    }
     /// Seeded probe inputs, named as the stages read them; `seq_len` None means the
     /// architecture's default. The same seed gives the same probes.
     fn probes(&self, seed: u64, batch: usize, seq_len: Option<usize>) -> Probes;
@@ -67,6 +72,11 @@ pub trait Architecture: Send + Sync {
             .collect();
         vec![HfPass { inputs: None, hidden: vec![("hidden_states", hidden_states)], fields: self.hf_output_fields(), unexposed: Vec::new() }]
     }
+}
+
+/// The first file named `name` in `search_dirs`, for each of `names`: what a tokenizer reads.
+pub fn found_in(search_dirs: &[&Path], names: &[&str]) -> Vec<std::path::PathBuf> {
+    names.iter().filter_map(|n| search_dirs.iter().map(|d| d.join(n)).find(|p| p.is_file())).collect()
 }
 
 /// One forward call of the HF model in the interop suite.

@@ -1,6 +1,6 @@
 //! Numeric comparison of candle outputs against the TensorFlow reference, output by output.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tfconv_models::probe::{Output, Outputs};
 
 use crate::source::DType;
@@ -8,7 +8,7 @@ use crate::source::DType;
 /// Allowed error: |candle − tf| ≤ atol + rtol · scale, where scale is the largest |value| of the
 /// reference output. Relative to the output's scale, not per element, so that near-zero
 /// elements don't demand impossible relative precision.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Tolerance {
     pub atol: f64,
     pub rtol: f64,
@@ -43,13 +43,18 @@ impl Tolerance {
 }
 
 /// Agreement of one named output.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OutputReport {
     pub name: String,
     pub shape: Vec<usize>,
+    // JSON has no infinity (an output that could not be compared has infinite errors, written
+    // as null), so a report read back takes null as infinity.
+    #[serde(deserialize_with = "null_as_infinity")]
     pub max_abs_error: f64,
     /// max_abs_error / scale.
+    #[serde(deserialize_with = "null_as_infinity")]
     pub max_rel_error: f64,
+    #[serde(deserialize_with = "null_as_infinity")]
     pub mean_abs_error: f64,
     /// Largest |reference| value.
     pub scale: f64,
@@ -62,6 +67,10 @@ pub struct OutputReport {
     pub pass: bool,
     /// Set when the output could not be compared at all (missing, shape mismatch, non-finite).
     pub problem: Option<String>,
+}
+
+fn null_as_infinity<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
 }
 
 impl OutputReport {
@@ -183,6 +192,13 @@ mod tests {
         assert!(!r.pass && r.problem.is_some());
         let r = compare_output("h", Some(&out(&[f32::NAN, 2.0])), &out(&[1.0, 2.0]), tol);
         assert!(!r.pass && r.problem.unwrap().contains("non-finite"));
+    }
+
+    #[test]
+    fn an_uncomparable_output_survives_the_json_round_trip() {
+        let r = compare_output("h", None, &out(&[1.0]), Tolerance { atol: 0.0, rtol: 0.0 });
+        let back: OutputReport = serde_json::from_value(serde_json::to_value(&r).unwrap()).unwrap();
+        assert_eq!((back.max_abs_error, back.pass, back.problem), (f64::INFINITY, false, r.problem));
     }
 
     #[test]

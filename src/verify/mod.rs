@@ -2,13 +2,16 @@
 //! model running in TensorFlow on the original checkpoint. Structure first, then numbers.
 
 pub mod compare;
+pub mod html;
+pub mod junit;
+pub mod provenance;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_nn::var_builder::SimpleBackend;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tfconv_models::arch::Architecture;
 use tfconv_models::plan::Plan;
 use tfconv_models::probe::{Outputs, Probes};
@@ -29,18 +32,20 @@ pub struct VerifyOptions {
     pub rtol: Option<f64>,
     /// Where the caller took the reference's config from; recorded in the report as given.
     pub reference_config: ReferenceConfig,
+    /// A progress bar over the stages (only ever on a terminal).
+    pub progress: bool,
 }
 
 impl Default for VerifyOptions {
     fn default() -> Self {
-        VerifyOptions { seed: 0, batch: 3, seq_len: None, atol: None, rtol: None, reference_config: ReferenceConfig::default() }
+        VerifyOptions { seed: 0, batch: 3, seq_len: None, atol: None, rtol: None, reference_config: ReferenceConfig::default(), progress: false }
     }
 }
 
 /// The config the TensorFlow reference was built from. A report must say so, because a
 /// reference built from the folder's own config.json cannot catch mistakes in that file, and
 /// an override (`--hidden-act`) changes what "the original" computes.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ReferenceConfig {
     /// The file read; None when the caller did not say (library use).
     pub path: Option<PathBuf>,
@@ -51,7 +56,7 @@ pub struct ReferenceConfig {
 }
 
 /// Everything `verify` found; serialised as the JSON report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VerifyReport {
     pub pass: bool,
     pub folder: PathBuf,
@@ -79,10 +84,19 @@ pub struct VerifyReport {
     pub tensorflow_version: String,
     pub seconds_candle: f64,
     pub seconds_tensorflow: f64,
+    /// File digests, versions and choices; filled by the command line, which knows the files.
+    pub provenance: Option<provenance::Provenance>,
+}
+
+impl VerifyReport {
+    /// A JSON report read back (None when it is not one).
+    pub fn from_json(value: &serde_json::Value) -> Option<VerifyReport> {
+        serde_json::from_value(value.clone()).ok()
+    }
 }
 
 /// One stage's two comparisons with the reference.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StageReport {
     pub name: String,
     /// How many original variables TensorFlow restored, and HF tensors candle could read, for it.
@@ -499,6 +513,7 @@ pub fn verify(
         tensorflow_version: tf_version,
         seconds_candle: 0.0,
         seconds_tensorflow: 0.0,
+        provenance: None,
     };
     if !report.structural_problems.is_empty() {
         report.first_divergence = Some("structure".into());
@@ -541,7 +556,9 @@ pub fn verify(
     }
     release_freed_memory();
     let (mut tf_known, mut candle_known) = (probes.inputs.clone(), probes.inputs);
+    let progress = crate::progress::Progress::new(opts.progress, tf_stages.len(), "verify");
     for (i, (tf_stage, candle_stage)) in tf_stages.iter().zip(&candle_stages).enumerate() {
+        progress.start(&tf_stage.name);
         // Later stages' inputs are kept; every other output is compared and dropped at once, so
         // memory holds one stage's tensors (the MLM logits are 47 MB at BERT size), not all.
         let later: BTreeSet<&str> = tf_stages[i + 1..].iter().flat_map(|st| st.inputs.iter().map(String::as_str)).collect();
@@ -602,7 +619,9 @@ pub fn verify(
             seconds_candle,
             seconds_tensorflow,
         });
+        progress.step();
     }
+    progress.finish();
     // A fault shows in exactly one isolated stage; an error that only accumulates shows chained.
     let isolated = report.stages.iter().flat_map(|st| st.isolated.iter()).find(|o| !o.pass);
     let chained = report.outputs.iter().find(|o| !o.pass);
@@ -731,9 +750,15 @@ impl candle_nn::var_builder::SimpleBackend for PthShards {
 pub fn render_table(report: &VerifyReport) -> String {
     use std::fmt::Write;
     let mut s = String::new();
+    // oneDNN kernels round differently from Eigen's, so the numbers below depend on it.
+    let onednn = match report.provenance.as_ref().and_then(|p| p.onednn) {
+        Some(true) => " (oneDNN on)",
+        Some(false) => " (oneDNN off)",
+        None => "",
+    };
     let _ = writeln!(
         s,
-        "verify {} ({}, stored {}) against TensorFlow {} on {}",
+        "verify {} ({}, stored {}) against TensorFlow {}{onednn} on {}",
         report.folder.display(),
         report.class,
         report.stored_dtype,

@@ -8,6 +8,7 @@ mod bench;
 mod fixtures;
 mod golden;
 mod interop;
+mod wheel;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,10 +30,12 @@ fn main() -> Result<()> {
             interop::torch_environment()?;
             run(Command::new("cargo").args(["test", "--workspace"]).args(&args[1..]))?;
             interop::run_suite(&workspace_root())?;
+            wheel::check(&workspace_root())?;
         }
         Some("interop") => interop::run_suite(&workspace_root())?,
+        Some("wheel") => wheel::check(&workspace_root())?,
         Some("bench") => bench::run(&workspace_root(), args.get(1).map(String::as_str))?,
-        _ => bail!("usage: cargo xtask <setup-tf|golden|demo|test|interop|bench [bert|albert|xlnet|t5|xlm]>"),
+        _ => bail!("usage: cargo xtask <setup-tf|golden|demo|test|interop|wheel|bench [bert|albert|xlnet|t5|xlm]>"),
     }
     Ok(())
 }

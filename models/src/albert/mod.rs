@@ -531,6 +531,9 @@ impl crate::arch::Architecture for Albert {
     fn hf_config(&self, dtype: &str, finetuning_task: Option<&str>) -> serde_json::Value {
         hf_config(&self.original, &self.cfg, self.head, dtype, finetuning_task)
     }
+    fn vocabulary_sources(&self, search_dirs: &[&std::path::Path]) -> Vec<std::path::PathBuf> {
+        search_dirs.iter().flat_map(|d| SPIECE_NAMES.iter().map(move |n| d.join(n))).find(|p| p.is_file()).into_iter().collect()
+    }
     fn tokenizer_files(&self, search_dirs: &[&std::path::Path], options: &crate::arch::TokenizerOptions) -> Result<crate::arch::TokenizerFiles, String> {
         let found = search_dirs.iter().flat_map(|d| SPIECE_NAMES.iter().map(move |n| d.join(n))).find(|p| p.is_file());
         let Some(path) = found else { return Ok(Default::default()) };

@@ -560,6 +560,9 @@ impl crate::arch::Architecture for Bert {
     fn hf_config(&self, dtype: &str, finetuning_task: Option<&str>) -> serde_json::Value {
         hf_config(&self.original, &self.cfg, self.head, dtype, finetuning_task)
     }
+    fn vocabulary_sources(&self, search_dirs: &[&std::path::Path]) -> Vec<std::path::PathBuf> {
+        crate::arch::found_in(search_dirs, &["vocab.txt"])
+    }
     fn tokenizer_files(
         &self,
         search_dirs: &[&std::path::Path],

@@ -510,6 +510,9 @@ impl crate::arch::Architecture for Gpt2 {
     fn hf_config(&self, dtype: &str, finetuning_task: Option<&str>) -> serde_json::Value {
         hf_config(&self.cfg, dtype, finetuning_task)
     }
+    fn vocabulary_sources(&self, search_dirs: &[&Path]) -> Vec<std::path::PathBuf> {
+        crate::arch::found_in(search_dirs, &[ENCODER, MERGES])
+    }
     fn tokenizer_files(&self, search_dirs: &[&Path], _: &crate::arch::TokenizerOptions) -> Result<crate::arch::TokenizerFiles, String> {
         tokenizer_files(&self.cfg, search_dirs)
     }

@@ -400,6 +400,9 @@ impl crate::arch::Architecture for OpenAiGpt {
     fn hf_config(&self, dtype: &str, finetuning_task: Option<&str>) -> serde_json::Value {
         hf_config(&self.cfg, dtype, finetuning_task)
     }
+    fn vocabulary_sources(&self, search_dirs: &[&Path]) -> Vec<std::path::PathBuf> {
+        crate::arch::found_in(search_dirs, &[ENCODER, MERGES])
+    }
     fn tokenizer_files(&self, search_dirs: &[&Path], _: &crate::arch::TokenizerOptions) -> Result<crate::arch::TokenizerFiles, String> {
         let Some(bpe) = find_bpe(search_dirs, ENCODER, MERGES, self.cfg.vocab_size)? else { return Ok(Default::default()) };
         if bpe.vocab.is_empty() {

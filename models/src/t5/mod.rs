@@ -410,6 +410,10 @@ impl crate::arch::Architecture for T5 {
     fn hf_config(&self, dtype: &str, finetuning_task: Option<&str>) -> serde_json::Value {
         hf_config(&self.cfg, dtype, finetuning_task)
     }
+    fn vocabulary_sources(&self, search_dirs: &[&std::path::Path]) -> Vec<std::path::PathBuf> {
+        let names = ["spiece.model", "sentencepiece.model"];
+        search_dirs.iter().flat_map(|d| names.iter().map(move |n| d.join(n))).find(|p| p.is_file()).into_iter().collect()
+    }
     fn tokenizer_files(&self, search_dirs: &[&std::path::Path], _options: &crate::arch::TokenizerOptions) -> Result<crate::arch::TokenizerFiles, String> {
         let names = ["spiece.model", "sentencepiece.model"];
         let Some(path) = search_dirs.iter().flat_map(|d| names.iter().map(move |n| d.join(n))).find(|p| p.is_file()) else { return Ok(Default::default()) };

@@ -480,6 +480,9 @@ impl crate::arch::Architecture for Xlm {
     }
     /// vocab.json from the checkpoint's dictionary; with a BPE codes file beside the checkpoint
     /// also merges.txt and the tokenizer config (`XLMTokenizer` cannot load without merges).
+    fn vocabulary_sources(&self, search_dirs: &[&std::path::Path]) -> Vec<std::path::PathBuf> {
+        find_codes(search_dirs).ok().flatten().into_iter().collect()
+    }
     fn tokenizer_files(&self, search_dirs: &[&std::path::Path], options: &crate::arch::TokenizerOptions) -> Result<crate::arch::TokenizerFiles, String> {
         let Some(dico) = &self.dico else { return Ok(Default::default()) };
         let mut files = vec![("vocab.json".to_string(), vocab_json(dico, self.cfg.n_words)?)];

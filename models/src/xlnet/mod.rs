@@ -469,6 +469,9 @@ impl crate::arch::Architecture for Xlnet {
     fn hf_config(&self, dtype: &str, finetuning_task: Option<&str>) -> serde_json::Value {
         hf_config(&self.original, &self.cfg, &self.head, dtype, finetuning_task)
     }
+    fn vocabulary_sources(&self, search_dirs: &[&std::path::Path]) -> Vec<std::path::PathBuf> {
+        crate::arch::found_in(search_dirs, &["spiece.model"])
+    }
     fn tokenizer_files(&self, search_dirs: &[&std::path::Path], options: &crate::arch::TokenizerOptions) -> Result<crate::arch::TokenizerFiles, String> {
         let Some(path) = search_dirs.iter().map(|d| d.join("spiece.model")).find(|p| p.is_file()) else { return Ok(Default::default()) };
         let model = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
