@@ -20,6 +20,8 @@ pub mod exit {
     pub const CONVERSION: u8 = 4;
     pub const OUTPUT: u8 = 5;
     pub const REFERENCE_UNAVAILABLE: u8 = 6;
+    /// The output's file system is too full for the output (found before or while writing).
+    pub const NO_SPACE: u8 = 7;
 }
 
 pub fn exit_code(e: &Error) -> u8 {
@@ -30,6 +32,7 @@ pub fn exit_code(e: &Error) -> u8 {
         Error::Mapping(_) => exit::CONVERSION,
         Error::Output(_) => exit::OUTPUT,
         Error::ReferenceUnavailable(_) => exit::REFERENCE_UNAVAILABLE,
+        Error::NoSpace { .. } => exit::NO_SPACE,
     }
 }
 
