@@ -737,24 +737,27 @@ pub fn transpose_columns_into(src: &[u8], rows: usize, cols: usize, elem: usize,
     }
 }
 
-/// The tiled loop, monomorphised per element size so each move is one fixed-size copy.
+/// The tiled loop, monomorphised per element size so each move is one fixed-size copy. Reads
+/// stride through a tile of source rows while writes run along one destination row; the loop
+/// indexes raw pointers because per-element bounds checks cost more than the moves themselves.
 fn transpose_tiled<E: Copy>(src: &[u8], dst: &mut [u8], rows: usize, cols: usize, columns: std::ops::Range<usize>) {
     const TILE: usize = 32;
     let size = std::mem::size_of::<E>();
-    let load = |i: usize| -> E {
-        let bytes = &src[i * size..(i + 1) * size];
-        // SAFETY: `bytes` is exactly size_of::<E>() long and E is a byte array (no alignment, any bits valid).
-        unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const E) }
-    };
+    // The bounds every index below stays within (checked by the caller, asserted again here
+    // because the loop relies on them for memory safety).
+    assert!(src.len() >= rows * cols * size && columns.end <= cols && dst.len() >= columns.len() * rows * size);
+    let (from, to) = (src.as_ptr() as *const E, dst.as_mut_ptr() as *mut E);
     for r0 in (0..rows).step_by(TILE) {
+        let r1 = (r0 + TILE).min(rows);
         for c0 in columns.clone().step_by(TILE) {
             for c in c0..(c0 + TILE).min(columns.end) {
-                for r in r0..(r0 + TILE).min(rows) {
-                    let value = load(r * cols + c);
-                    let d = ((c - columns.start) * rows + r) * size;
-                    let out = &mut dst[d..d + size];
-                    // SAFETY: `out` is exactly size_of::<E>() long; E is a byte array.
-                    unsafe { std::ptr::write_unaligned(out.as_mut_ptr() as *mut E, value) };
+                let out_row = (c - columns.start) * rows;
+                for r in r0..r1 {
+                    // SAFETY: r < rows and c < cols, so r * cols + c < rows * cols elements of
+                    // `src`; c - columns.start < columns.len() and r < rows, so out_row + r <
+                    // columns.len() * rows elements of `dst` (both asserted above). E is a byte
+                    // array: any alignment and any bits are valid.
+                    unsafe { to.add(out_row + r).write_unaligned(from.add(r * cols + c).read_unaligned()) };
                 }
             }
         }
