@@ -14,7 +14,7 @@
 //!
 //! The long run, one million cases (`FUZZ_INPUTS`, `FUZZ_SEED` to change):
 //!     cargo test --release --test open_fuzz -- --ignored --nocapture
-//! CI runs `fuzz_open_path_ci` (10,000 cases) and the parser target with 200,000 inputs.
+//! CI runs `fuzz_open_path_ci` (50,000 cases) and the parser target with 200,000 inputs.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -383,7 +383,7 @@ fn report(tally: &Tally, started: Instant) {
 #[test]
 fn fuzz_open_path_ci() {
     let started = Instant::now();
-    let tally = fuzz_open(env("FUZZ_CI_INPUTS", 10_000), env("FUZZ_SEED", 15));
+    let tally = fuzz_open(env("FUZZ_CI_INPUTS", 50_000), env("FUZZ_SEED", 15));
     report(&tally, started);
     // The generator must reach both outcomes and every kind of failure it aims at (`Io` errors
     // need a file to change between the reader's checks, which a single thread cannot arrange).
