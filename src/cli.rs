@@ -22,6 +22,8 @@ pub mod exit {
     pub const REFERENCE_UNAVAILABLE: u8 = 6;
     /// `verify --attest`: a file changed since the report was written.
     pub const ATTESTATION: u8 = 7;
+    /// The output's file system is too full for the output (found before or while writing).
+    pub const NO_SPACE: u8 = 8;
 }
 
 pub fn exit_code(e: &Error) -> u8 {
@@ -32,6 +34,7 @@ pub fn exit_code(e: &Error) -> u8 {
         Error::Mapping(_) => exit::CONVERSION,
         Error::Output(_) => exit::OUTPUT,
         Error::ReferenceUnavailable(_) => exit::REFERENCE_UNAVAILABLE,
+        Error::NoSpace { .. } => exit::NO_SPACE,
     }
 }
 

@@ -263,6 +263,9 @@ pub struct Conversion {
     protected: Protected,
     notes: Vec<String>,
     progress: bool,
+    /// Bytes the output will take (see [`planned_bytes`]), checked against the free space.
+    planned_bytes: u64,
+    space_check: bool,
 }
 
 impl Conversion {
@@ -273,6 +276,51 @@ impl Conversion {
 
     pub fn arch(&self) -> &dyn Architecture {
         self.prepared.arch.as_ref()
+    }
+
+    /// Bytes the output will take on disk, from above: what the free-space check compares.
+    pub fn planned_bytes(&self) -> u64 {
+        self.planned_bytes
+    }
+
+    /// Turns the free-space check of [`claim`](Conversion::claim) off, so that a test can make
+    /// the file system fill up mid-write (a race with another writer does the same for real).
+    pub fn skip_space_check(&mut self) {
+        self.space_check = false;
+    }
+
+    /// The output path the user named: the folder, or the folder the files go into.
+    fn target(&self) -> &Path {
+        match &self.layout {
+            OutputLayout::Folder { path, .. } => path,
+            OutputLayout::Files { dir, .. } => dir,
+        }
+    }
+}
+
+/// The output's size from above: every tensor's data, the companions, and for headers (names,
+/// dtypes, shapes, offsets; zip entries for `.bin`) 256 bytes plus three copies of the name per
+/// tensor, and a file-system block per file.
+fn planned_bytes(specs: &[TensorSpec], companions: &[(String, Vec<u8>, Action)], files: usize) -> u64 {
+    let tensors: u64 = specs.iter().map(|s| s.nbytes().unwrap_or(0) + 256 + 3 * s.name.len() as u64).sum();
+    let written: Vec<u64> = companions.iter().filter(|c| c.2 == Action::Write).map(|c| c.1.len() as u64).collect();
+    tensors + written.iter().sum::<u64>() + 4096 * (files + written.len() + 1) as u64
+}
+
+/// An I/O error meaning the disk is full, as [`Error::NoSpace`] naming `target`; others as they are.
+fn no_space_error(e: Error, target: &Path, needed: u64) -> Error {
+    match e {
+        Error::Io { path, source } if crate::error::is_no_space(&source) => Error::NoSpace {
+            path: target.to_path_buf(),
+            needed,
+            // Measured after the partial output is gone, where the output was to go.
+            available: sink::free_space(&guard::parent_dir(target)).unwrap_or(0),
+            detail: Some(format!(
+                "the file system filled up while writing {}: {source}; the partial output was removed",
+                path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+            )),
+        },
+        e => e,
     }
 }
 
@@ -379,6 +427,7 @@ pub fn check(opts: &ConvertOptions) -> Result<Conversion> {
             (OutputLayout::Files { dir, format }, planned)
         }
     };
+    let planned_bytes = planned_bytes(&specs, &companions, weight_names.len());
     Ok(Conversion {
         prepared,
         layout,
@@ -391,6 +440,8 @@ pub fn check(opts: &ConvertOptions) -> Result<Conversion> {
         protected,
         notes,
         progress: opts.progress,
+        planned_bytes,
+        space_check: true,
     })
 }
 
@@ -400,76 +451,55 @@ pub fn convert(opts: &ConvertOptions) -> Result<Converted> {
 }
 
 impl Conversion {
-    /// Takes the output's temporary place (`.NAME.tmp-PID`), so that an unwritable location
-    /// fails before any work. Dropping the conversion removes it again.
+    /// Takes the output's temporary place (`.NAME.tmp-PID`) and checks that its file system has
+    /// room for the planned output, so that an unwritable or too full location fails before any
+    /// work. Dropping the conversion removes the temporary place again.
     pub fn claim(&mut self) -> Result<()> {
         if self.staging.is_none() {
-            self.staging = Some(match &self.layout {
+            let staging = match &self.layout {
                 OutputLayout::Folder { path, .. } => {
                     let empty = fs::read_dir(path).is_ok_and(|mut d| d.next().is_none());
                     Staging::Folder(OutputDir::create(path, self.force || empty)?)
                 }
                 OutputLayout::Files { dir, .. } => Staging::Files(FilesInto::create(dir, &self.weight_names[0])?),
-            });
+            };
+            let tmp = match &staging {
+                Staging::Folder(out) => out.path(),
+                Staging::Files(out) => out.path(),
+            };
+            // A replaced output is deleted only after the new one is in place, so it gets no credit.
+            if self.space_check {
+                let free = sink::free_space(tmp).map_err(|e| Error::io(tmp, e))?;
+                if free < self.planned_bytes {
+                    return Err(Error::NoSpace {
+                        path: self.target().to_path_buf(),
+                        needed: self.planned_bytes,
+                        available: free,
+                        detail: Some("checked before writing; nothing was written".into()),
+                    });
+                }
+            }
+            self.staging = Some(staging);
         }
         Ok(())
     }
 
-    /// Streams every tensor into the output, then the companions, and puts them in place.
+    /// Streams every tensor into the output, then the companions, and puts them in place. A full
+    /// disk is [`Error::NoSpace`]; whatever fails, the temporary output is removed.
     pub fn write(mut self) -> Result<Converted> {
         self.claim()?;
+        let (target, needed) = (self.target().to_path_buf(), self.planned_bytes);
+        self.write_claimed().map_err(|e| no_space_error(e, &target, needed))
+    }
+
+    fn write_claimed(self) -> Result<Converted> {
         let Conversion { prepared, layout, staging, specs, max_shard_size, weight_names, companions, notes, progress, .. } = self;
         let format = layout.format();
         let staging = staging.expect("claimed above");
         let Prepared { checkpoint: ckpt, arch, plan, config_path } = prepared;
         let stream = |dir: &Path| -> Result<()> {
-            let mut sink = sink::create_sink(dir, format, specs.clone(), Some(max_shard_size))?;
-            let progress = Progress::new(progress, plan.mappings.len());
-            for (m, spec) in plan.mappings.iter().zip(&specs) {
-                let src = ckpt.info(&m.source).expect("planned from this checkpoint").clone();
-                let bytes = ckpt.read(&m.source)?;
-                let elem = src.dtype.size().unwrap_or(1);
-                let mut cast_error = None;
-                let mut cast_write = |w: &mut dyn std::io::Write, piece: &[u8]| -> std::io::Result<()> {
-                    match sink::cast(piece, src.dtype, spec.dtype) {
-                        Ok(bytes) => w.write_all(&bytes),
-                        Err(e) => {
-                            cast_error = Some(e);
-                            Err(std::io::Error::other("cast failed"))
-                        }
-                    }
-                };
-                // Cast and written a slab at a time, so neither a widening cast (bfloat16 →
-                // float32) nor a transpose ever holds the whole converted tensor: memory follows
-                // the largest tensor as stored.
-                let written = match (m.transforms.as_slice(), src.shape.as_slice()) {
-                    ([Transform::Transpose], &[rows, cols]) if bytes.len() == rows * cols * elem => {
-                        let slab = (CAST_CHUNK_ELEMENTS / rows.max(1)).max(1);
-                        sink.write_tensor_with(&m.target, &mut |w| {
-                            for c0 in (0..cols).step_by(slab) {
-                                cast_write(w, &transpose_columns(&bytes, rows, cols, elem, c0..(c0 + slab).min(cols)))?;
-                            }
-                            Ok(())
-                        })
-                    }
-                    _ => {
-                        let moved = apply_transforms(Cow::Borrowed(&bytes), src.dtype, &src.shape, &m.transforms)
-                            .map_err(|e| Error::tensor(ckpt.path(), &m.source, e))?;
-                        sink.write_tensor_with(&m.target, &mut |w| {
-                            moved.chunks(CAST_CHUNK_ELEMENTS * elem).try_for_each(|piece| cast_write(w, piece))
-                        })
-                    }
-                };
-                written.map_err(|e| cast_error.take().unwrap_or(e))?;
-                drop(bytes);
-                ckpt.release(&m.source);
-                progress.tick(&m.target);
-            }
-            for (s, spec) in plan.synthesized.iter().zip(&specs[plan.mappings.len()..]) {
-                let values: Vec<u8> = s.fill.values(&s.shape).iter().flat_map(|v| v.to_le_bytes()).collect();
-                sink.write_tensor(&s.target, &sink::cast(&values, DType::F32, spec.dtype)?)?;
-            }
-            sink.finish()?;
+            let progress = Progress::new(progress, specs.len());
+            stream_tensors(ckpt.as_ref(), &plan, &specs, |specs| sink::create_sink(dir, format, specs, Some(max_shard_size)), &progress)?;
             progress.finish();
             Ok(())
         };
@@ -504,6 +534,147 @@ impl Conversion {
         };
         Ok(Converted { folder, files, skipped, notes, plan, arch, checkpoint: ckpt, config_path })
     }
+}
+
+/// One piece of a tensor's output bytes on its way to the writer thread.
+enum Piece<'a> {
+    /// Straight from the input mapping (no transform, no cast): never copied.
+    Borrowed(&'a [u8]),
+    /// Transposed or cast here; the writer hands the buffer back for reuse.
+    Owned(Vec<u8>),
+    /// The tensor is complete.
+    End,
+}
+
+/// Why the reading side stopped early.
+enum Stop {
+    /// The writer hung up: its own error says why.
+    Writer,
+    Failed(Error),
+}
+
+impl From<Error> for Stop {
+    fn from(e: Error) -> Stop {
+        Stop::Failed(e)
+    }
+}
+
+/// Pieces queued between the two threads: with the one being written and the one being made,
+/// at most five slabs (20 MiB for float32) are in flight.
+const QUEUED_PIECES: usize = 3;
+
+/// Streams every planned tensor from `ckpt` into the sink `create_sink` makes, on two threads:
+/// this one reads (checksum), transposes and casts each tensor a slab at a time, while a writer
+/// thread writes the previous slabs and, once a tensor is written, drops its input pages. A
+/// slab that needs no change is handed over as a slice of the input mapping, not copied. Memory
+/// follows the largest tensor as stored (its mapped pages) plus the slabs in flight.
+fn stream_tensors(
+    ckpt: &dyn Checkpoint,
+    plan: &Plan,
+    specs: &[TensorSpec],
+    create_sink: impl FnOnce(Vec<TensorSpec>) -> Result<Box<dyn sink::TensorSink>> + Send,
+    progress: &Progress,
+) -> Result<Vec<PathBuf>> {
+    use std::sync::mpsc;
+    let (tx, rx) = mpsc::sync_channel::<Piece>(QUEUED_PIECES);
+    let (back_tx, back_rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || -> Result<Vec<PathBuf>> {
+            let mut sink = create_sink(specs.to_vec())?;
+            for (i, spec) in specs.iter().enumerate() {
+                sink.write_tensor_with(&spec.name, &mut |w| loop {
+                    match rx.recv() {
+                        Ok(Piece::Borrowed(bytes)) => w.write_all(bytes)?,
+                        Ok(Piece::Owned(buf)) => {
+                            w.write_all(&buf)?;
+                            let _ = back_tx.send(buf);
+                        }
+                        Ok(Piece::End) => return Ok(()),
+                        Err(_) => return Err(std::io::Error::other("the reading side stopped")),
+                    }
+                })?;
+                if let Some(m) = plan.mappings.get(i) {
+                    ckpt.release(&m.source);
+                }
+                progress.tick(&spec.name);
+            }
+            sink.finish()
+        });
+        let produced = produce(ckpt, plan, specs, &tx, &back_rx);
+        drop(tx);
+        let written = writer.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        match (produced, written) {
+            (Err(Stop::Failed(e)), _) => Err(e),
+            (_, Err(e)) => Err(e),
+            (Ok(()), Ok(files)) => Ok(files),
+            (Err(Stop::Writer), Ok(_)) => Err(Error::Output("the writer stopped without an error".into())),
+        }
+    })
+}
+
+/// The reading side of [`stream_tensors`]: every tensor's output bytes, in order, as pieces.
+fn produce<'a>(
+    ckpt: &'a dyn Checkpoint,
+    plan: &Plan,
+    specs: &[TensorSpec],
+    tx: &std::sync::mpsc::SyncSender<Piece<'a>>,
+    spare: &std::sync::mpsc::Receiver<Vec<u8>>,
+) -> std::result::Result<(), Stop> {
+    let send = |piece: Piece<'a>| tx.send(piece).map_err(|_| Stop::Writer);
+    // A reused slab buffer of `len` bytes (contents arbitrary).
+    let buffer = |len: usize| {
+        let mut buf = spare.try_recv().unwrap_or_default();
+        buf.resize(len, 0);
+        buf
+    };
+    for (m, spec) in plan.mappings.iter().zip(specs) {
+        let src = ckpt.info(&m.source).expect("planned from this checkpoint");
+        let elem = src.dtype.size().unwrap_or(1);
+        let bytes = ckpt.read(&m.source)?;
+        let cast = |piece: Vec<u8>| -> Result<Vec<u8>> {
+            match src.dtype == spec.dtype {
+                true => Ok(piece),
+                false => Ok(sink::cast(&piece, src.dtype, spec.dtype)?.into_owned()),
+            }
+        };
+        match (m.transforms.as_slice(), src.shape.as_slice()) {
+            // A transpose a slab of output rows at a time, so it never holds the whole result.
+            ([Transform::Transpose], &[rows, cols]) if bytes.len() == rows * cols * elem => {
+                let slab = (CAST_CHUNK_ELEMENTS / rows.max(1)).max(1);
+                for c0 in (0..cols).step_by(slab) {
+                    let columns = c0..(c0 + slab).min(cols);
+                    let mut buf = buffer(columns.len() * rows * elem);
+                    transpose_columns_into(&bytes, rows, cols, elem, columns, &mut buf);
+                    send(Piece::Owned(cast(buf)?))?;
+                }
+            }
+            _ => {
+                let moved = apply_transforms(bytes, src.dtype, &src.shape, &m.transforms).map_err(|e| Error::tensor(ckpt.path(), &m.source, e))?;
+                let chunk = CAST_CHUNK_ELEMENTS * elem;
+                match moved {
+                    Cow::Borrowed(all) if src.dtype == spec.dtype => {
+                        for piece in all.chunks(chunk) {
+                            send(Piece::Borrowed(piece))?;
+                        }
+                    }
+                    moved => {
+                        for piece in moved.chunks(chunk) {
+                            let mut buf = buffer(piece.len());
+                            buf.copy_from_slice(piece);
+                            send(Piece::Owned(cast(buf)?))?;
+                        }
+                    }
+                }
+            }
+        }
+        send(Piece::End)?;
+    }
+    for (s, spec) in plan.synthesized.iter().zip(&specs[plan.mappings.len()..]) {
+        let values: Vec<u8> = s.fill.values(&s.shape).iter().flat_map(|v| v.to_le_bytes()).collect();
+        send(Piece::Owned(sink::cast(&values, DType::F32, spec.dtype)?.into_owned()))?;
+        send(Piece::End)?;
+    }
+    Ok(())
 }
 
 /// HF's spelling of a stored dtype in config.json.
@@ -547,37 +718,46 @@ pub fn transpose(src: &[u8], rows: usize, cols: usize, elem: usize) -> Vec<u8> {
 /// Rows `columns` of the transpose of the row-major `rows × cols` matrix `src`: the transposed
 /// matrix a slab at a time, so a large kernel is never copied whole.
 pub fn transpose_columns(src: &[u8], rows: usize, cols: usize, elem: usize, columns: std::ops::Range<usize>) -> Vec<u8> {
-    assert_eq!(src.len(), rows * cols * elem, "transpose: byte length does not match the shape");
-    assert!(columns.end <= cols, "transpose: columns {columns:?} out of {cols}");
     let mut dst = vec![0u8; columns.len() * rows * elem];
-    match elem {
-        1 => transpose_tiled::<[u8; 1]>(src, &mut dst, rows, cols, columns),
-        2 => transpose_tiled::<[u8; 2]>(src, &mut dst, rows, cols, columns),
-        4 => transpose_tiled::<[u8; 4]>(src, &mut dst, rows, cols, columns),
-        8 => transpose_tiled::<[u8; 8]>(src, &mut dst, rows, cols, columns),
-        _ => unreachable!("element sizes are 1, 2, 4 or 8 bytes"),
-    }
+    transpose_columns_into(src, rows, cols, elem, columns, &mut dst);
     dst
 }
 
-/// The tiled loop, monomorphised per element size so each move is one fixed-size copy.
+/// [`transpose_columns`] into `dst`, which must be `columns.len() * rows * elem` bytes long.
+pub fn transpose_columns_into(src: &[u8], rows: usize, cols: usize, elem: usize, columns: std::ops::Range<usize>, dst: &mut [u8]) {
+    assert_eq!(src.len(), rows * cols * elem, "transpose: byte length does not match the shape");
+    assert!(columns.end <= cols, "transpose: columns {columns:?} out of {cols}");
+    assert_eq!(dst.len(), columns.len() * rows * elem, "transpose: destination size");
+    match elem {
+        1 => transpose_tiled::<[u8; 1]>(src, dst, rows, cols, columns),
+        2 => transpose_tiled::<[u8; 2]>(src, dst, rows, cols, columns),
+        4 => transpose_tiled::<[u8; 4]>(src, dst, rows, cols, columns),
+        8 => transpose_tiled::<[u8; 8]>(src, dst, rows, cols, columns),
+        _ => unreachable!("element sizes are 1, 2, 4 or 8 bytes"),
+    }
+}
+
+/// The tiled loop, monomorphised per element size so each move is one fixed-size copy. Reads
+/// stride through a tile of source rows while writes run along one destination row; the loop
+/// indexes raw pointers because per-element bounds checks cost more than the moves themselves.
 fn transpose_tiled<E: Copy>(src: &[u8], dst: &mut [u8], rows: usize, cols: usize, columns: std::ops::Range<usize>) {
     const TILE: usize = 32;
     let size = std::mem::size_of::<E>();
-    let load = |i: usize| -> E {
-        let bytes = &src[i * size..(i + 1) * size];
-        // SAFETY: `bytes` is exactly size_of::<E>() long and E is a byte array (no alignment, any bits valid).
-        unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const E) }
-    };
+    // The bounds every index below stays within (checked by the caller, asserted again here
+    // because the loop relies on them for memory safety).
+    assert!(src.len() >= rows * cols * size && columns.end <= cols && dst.len() >= columns.len() * rows * size);
+    let (from, to) = (src.as_ptr() as *const E, dst.as_mut_ptr() as *mut E);
     for r0 in (0..rows).step_by(TILE) {
+        let r1 = (r0 + TILE).min(rows);
         for c0 in columns.clone().step_by(TILE) {
             for c in c0..(c0 + TILE).min(columns.end) {
-                for r in r0..(r0 + TILE).min(rows) {
-                    let value = load(r * cols + c);
-                    let d = ((c - columns.start) * rows + r) * size;
-                    let out = &mut dst[d..d + size];
-                    // SAFETY: `out` is exactly size_of::<E>() long; E is a byte array.
-                    unsafe { std::ptr::write_unaligned(out.as_mut_ptr() as *mut E, value) };
+                let out_row = (c - columns.start) * rows;
+                for r in r0..r1 {
+                    // SAFETY: r < rows and c < cols, so r * cols + c < rows * cols elements of
+                    // `src`; c - columns.start < columns.len() and r < rows, so out_row + r <
+                    // columns.len() * rows elements of `dst` (both asserted above). E is a byte
+                    // array: any alignment and any bits are valid.
+                    unsafe { to.add(out_row + r).write_unaligned(from.add(r * cols + c).read_unaligned()) };
                 }
             }
         }

@@ -35,6 +35,32 @@ pub enum Error {
 
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+
+    /// The output's file system cannot hold the output: found before writing (free space
+    /// below the planned size) or when a write failed with ENOSPC/EDQUOT. `path` is the output
+    /// the user named; `needed` the planned size of everything written; `available` the free
+    /// space when it was found out.
+    #[error(
+        "{path}: not enough space on its file system: the output needs {} and {} is free{}",
+        human_bytes(*needed),
+        human_bytes(*available),
+        detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()
+    )]
+    NoSpace { path: PathBuf, needed: u64, available: u64, detail: Option<String> },
+}
+
+/// `440.2 MB (440213504 bytes)`: readable, and exact for scripts.
+pub fn human_bytes(n: u64) -> String {
+    let mb = n as f64 / 1e6;
+    match mb >= 1000.0 {
+        true => format!("{:.2} GB ({n} bytes)", mb / 1000.0),
+        false => format!("{mb:.1} MB ({n} bytes)"),
+    }
+}
+
+/// Whether an I/O error means the device (or the user's quota) is full.
+pub fn is_no_space(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull || e.kind() == std::io::ErrorKind::QuotaExceeded
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -32,7 +32,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 pub use cast::cast;
-pub use output_dir::{FilesInto, OutputDir, PendingFile};
+pub use output_dir::{free_space, FilesInto, OutputDir, PendingFile};
 pub use shard::{parse_size, plan_shards, ShardPlan};
 
 use crate::error::{Error, Result};

@@ -279,6 +279,28 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<PathBuf> {
     Ok(path.to_path_buf())
 }
 
+/// Bytes an ordinary writer may still use on the file system holding `path` (statvfs's
+/// `f_bavail × f_frsize`: blocks reserved for root are not counted, so the check errs on the
+/// safe side when run as root).
+#[cfg(unix)]
+pub fn free_space(path: &Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is NUL-terminated and `st` is written by the call before it is read.
+    if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+#[cfg(not(unix))]
+pub fn free_space(_path: &Path) -> io::Result<u64> {
+    Ok(u64::MAX)
+}
+
 /// Best effort: make the renames durable (a no-op where folders cannot be opened).
 fn sync_dir(dir: &Path) {
     if let Ok(f) = fs::File::open(dir) {

@@ -123,6 +123,25 @@ pub(super) struct SafetensorsFile {
     /// Where the next write lands without seeking.
     pos: u64,
     expected_len: u64,
+    /// Bytes written since writeback was last started.
+    unflushed: u64,
+}
+
+/// Written bytes after which the kernel is asked to start writing them back, so that the
+/// closing fsync finds most of the file already on disk instead of flushing it all at the end.
+const WRITEBACK_EVERY: u64 = 32 << 20;
+
+/// Starts writeback of the file's dirty pages without waiting for it (Linux); durability still
+/// comes from the fsync in `finish`, this only overlaps the disk's work with ours.
+fn start_writeback(file: &File) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid open descriptor; the call only schedules I/O and reports errors by value.
+        unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = file;
 }
 
 impl SafetensorsFile {
@@ -146,6 +165,7 @@ impl SafetensorsFile {
             next: 0,
             pos: data_start,
             expected_len: data_start + data_len,
+            unflushed: 0,
         })
     }
 }
@@ -159,6 +179,11 @@ impl ShardFile for SafetensorsFile {
         super::fill_exactly(&mut self.out, len, fill, &self.path)?;
         self.pos = start + len;
         self.next += 1;
+        self.unflushed += len;
+        if self.unflushed >= WRITEBACK_EVERY {
+            start_writeback(self.out.get_ref());
+            self.unflushed = 0;
+        }
         Ok(())
     }
 

@@ -8,7 +8,6 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use prost::Message;
@@ -101,7 +100,7 @@ pub fn shard_path(prefix: &Path, i: usize, n: usize) -> PathBuf {
 }
 
 fn map_file(path: &Path) -> Result<ShardData> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let file = crate::source::mapped::open_regular(path)?;
     let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     if len == 0 {
         return Ok(ShardData::Owned(Vec::new()));
@@ -158,7 +157,7 @@ impl Bundle {
     pub fn open_with(prefix: impl AsRef<Path>, options: OpenOptions) -> Result<Bundle> {
         let prefix = prefix.as_ref();
         let index_path = with_suffix(prefix, ".index");
-        let index = std::fs::read(&index_path).map_err(|e| Error::io(&index_path, e))?;
+        let index = crate::source::mapped::read_regular(&index_path)?;
         Self::build(prefix, &index, options, |header| {
             let n = header.num_shards;
             let missing: Vec<PathBuf> = (0..n).map(|i| shard_path(prefix, i, n)).filter(|p| !p.is_file()).collect();

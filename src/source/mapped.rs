@@ -11,9 +11,34 @@ pub(crate) enum FileBytes {
     Owned(Vec<u8>),
 }
 
+/// Opens a checkpoint file for reading, refusing anything but a regular file. Opened without
+/// blocking, so a FIFO swapped in after the path was checked cannot hang the reader; the flag
+/// means nothing for a regular file.
+pub(crate) fn open_regular(path: &Path) -> Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options.open(path).map_err(|e| Error::io(path, e))?;
+    let kind = file.metadata().map_err(|e| Error::io(path, e))?.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() { "a directory" } else { "not a regular file" };
+        return Err(Error::input(path, format!("is {what}, where a checkpoint file was expected")));
+    }
+    Ok(file)
+}
+
+/// The whole of a small file (an index, a state file), read through [`open_regular`].
+pub(crate) fn read_regular(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    open_regular(path)?.read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+    Ok(bytes)
+}
+
 impl FileBytes {
     pub(crate) fn map(path: &Path) -> Result<FileBytes> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let file = open_regular(path)?;
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         if len == 0 {
             return Ok(FileBytes::Owned(Vec::new()));

@@ -292,7 +292,7 @@ fn resolve_dir(dir: &Path) -> Result<Resolved> {
         if size > MAX_STATE_FILE {
             return Err(err(format!("{} is {size} bytes, too large for a checkpoint state file", state.display())));
         }
-        let bytes = std::fs::read(&state).map_err(|e| Error::io(&state, e))?;
+        let bytes = crate::source::mapped::read_regular(&state)?;
         let fields = parse_text_proto(&bytes)
             .map_err(|m| err(format!("cannot parse the checkpoint state file {}: {m}", state.display())))?;
         let pick = |k: &str| fields.iter().rev().find(|(key, v)| key == k && !v.is_empty()).map(|(_, v)| v.clone());

@@ -4,7 +4,6 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use prost::Message;
@@ -92,7 +91,7 @@ pub fn shard_files(path: &Path) -> Vec<PathBuf> {
 }
 
 fn map_file(path: &Path) -> Result<FileData> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let file = crate::source::mapped::open_regular(path)?;
     let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     if len == 0 {
         return Ok(FileData::Owned(Vec::new()));

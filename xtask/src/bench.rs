@@ -1,6 +1,8 @@
-//! `cargo xtask bench [bert|albert]`: converting a checkpoint written by TensorFlow, timed
-//! against a durable copy of the same bytes in the same run, with peak RSS against the largest
-//! tensor. BERT: BERT-base (110M parameters, 440 MB), then `convert --verify` on BERT-base, on
+//! `cargo xtask bench [convert|bert|albert|xlnet|t5|xlm]`: converting a checkpoint written by
+//! TensorFlow, timed against `cp` + `sync` of the same bytes in the same run (medians of
+//! alternating runs, `TFCONV_BENCH_RUNS`, default 5), with peak RSS against the largest tensor.
+//! convert: BERT-base (440 MB) and a 24 × 1600 BERT (3.2 GB), the I/O floor and memory bound of
+//! issue 15 (time within 1.3× of the copy, peak RSS within 2 × largest tensor + 64 MiB). BERT: (110M parameters, 440 MB), then `convert --verify` on BERT-base, on
 //! BERT-large (24 layers, hidden 1024, 340M parameters, 1.3 GB) and on a 12-layer model of
 //! BERT-large's width, whose peak RSS shows whether verify's memory grows with depth. ALBERT:
 //! an xxlarge-width model (E 128, H 4096, I 16384) with two groups, 1.7 GB, converted, then
@@ -62,27 +64,115 @@ fn tempfile_path(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("tfconv-bench-{}-{name}", std::process::id()))
 }
 
-/// Converts the checkpoint at `prefix` (data file `data`), timed against a durable copy of the
-/// same bytes made just before, and prints both with the peak RSS against the largest tensor.
-fn convert_against_copy(tfconv: &Path, dir: &Path, label: &str, prefix: &Path, data: &Path, largest_mb: f64) -> Result<()> {
-    let bytes = std::fs::metadata(data)?.len() as f64;
-    // Warm the page cache so both runs read from memory.
-    std::fs::read(data)?;
-    // Baseline: a durable copy of the same bytes (tfconv also syncs its output before the rename).
-    let copy = dir.join("copy.bin");
-    let start = Instant::now();
-    std::fs::copy(data, &copy)?;
-    std::fs::File::open(&copy)?.sync_all()?;
-    let cp_secs = start.elapsed().as_secs_f64();
-    std::fs::remove_file(&copy)?;
+/// Timed runs of each command, alternating, in one benchmark run (`TFCONV_BENCH_RUNS`).
+fn runs() -> usize {
+    std::env::var("TFCONV_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).filter(|&n| n > 0).unwrap_or(5)
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() % 2 {
+        1 => v[v.len() / 2],
+        _ => (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0,
+    }
+}
+
+fn spread(values: &[f64]) -> String {
+    let (lo, hi) = values.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    format!("{lo:.2}–{hi:.2}")
+}
+
+/// Converts the checkpoint at `prefix` (data files `data`) against the baseline of `cp` of the
+/// same files followed by `sync` of the copies (tfconv fsyncs its output before the rename, so
+/// the copy is made as durable), alternating, [`runs`] times each with a warm cache. Prints both
+/// medians with their spread, the ratio of the medians, and tfconv's peak RSS against the bound
+/// of the issue: twice the largest tensor plus 64 MiB.
+fn convert_against_copy(tfconv: &Path, dir: &Path, label: &str, prefix: &Path, data: &[std::path::PathBuf], largest_bytes: f64) -> Result<()> {
+    let bytes: u64 = data.iter().map(|p| std::fs::metadata(p).map(|m| m.len())).sum::<std::io::Result<u64>>()?;
+    for file in data {
+        // Warm the page cache so both commands read from memory.
+        std::io::copy(&mut std::fs::File::open(file)?, &mut std::io::sink())?;
+    }
+    let copy_dir = dir.join("copy");
     let out = dir.join("out");
-    let (conv_secs, conv_rss) =
-        measure(Command::new(tfconv).arg("convert").arg("--tf-checkpoint").arg(prefix).arg("--output").arg(&out).arg("--force"))?;
-    std::fs::remove_dir_all(&out)?;
-    println!("{label} checkpoint: {:.0} MB of weights, largest tensor {largest_mb:.0} MB", bytes / 1e6);
-    println!("copy + fsync of the data {cp_secs:>7.2} s");
-    println!("tfconv convert           {conv_secs:>7.2} s   peak RSS {conv_rss:>6.0} MiB   time ratio to the copy {:.2}", conv_secs / cp_secs);
+    let mut copy_cmd = Command::new("sh");
+    copy_cmd.arg("-c").arg(r#"d="$1"; shift; cp -- "$@" "$d"/ && sync -- "$d"/*"#).arg("sh").arg(&copy_dir).args(data);
+    let (mut cp, mut conv, mut cp_rss, mut conv_rss) = (Vec::new(), Vec::new(), 0.0f64, 0.0f64);
+    for _ in 0..runs() {
+        std::fs::create_dir_all(&copy_dir)?;
+        let (secs, rss) = measure(&mut copy_cmd)?;
+        std::fs::remove_dir_all(&copy_dir)?;
+        cp.push(secs);
+        cp_rss = cp_rss.max(rss);
+        let (secs, rss) = measure(Command::new(tfconv).arg("convert").arg("--tf-checkpoint").arg(prefix).arg("--output").arg(&out).arg("--force"))?;
+        std::fs::remove_dir_all(&out)?;
+        conv.push(secs);
+        conv_rss = conv_rss.max(rss);
+    }
+    let ratio = median(&conv) / median(&cp);
+    let bound = 2.0 * largest_bytes / (1 << 20) as f64 + 64.0;
+    let verdict = |ok: bool| if ok { "within" } else { "OVER" };
+    println!(
+        "{label}: {:.0} MB of weights in {} data file(s), largest tensor {:.0} MB; {} runs each, alternating, on {}",
+        bytes as f64 / 1e6,
+        data.len(),
+        largest_bytes / 1e6,
+        cp.len(),
+        dir.display()
+    );
+    println!("  cp + sync of the data files   median {:>6.2} s  (runs {})   peak RSS {cp_rss:>5.0} MiB", median(&cp), spread(&cp));
+    println!("  tfconv convert                median {:>6.2} s  (runs {})   peak RSS {conv_rss:>5.0} MiB", median(&conv), spread(&conv));
+    let per_run: Vec<String> = conv.iter().zip(&cp).map(|(c, p)| format!("{:.2}", c / p)).collect();
+    println!("  tfconv/cp wall, ratio of the medians {ratio:.2} ({} the 1.3 bound); per run {}", verdict(ratio <= 1.3), per_run.join(" "));
+    println!(
+        "  peak RSS {conv_rss:.0} MiB, bound 2 × largest tensor + 64 MiB = {bound:.0} MiB ({})",
+        verdict(conv_rss <= bound)
+    );
     Ok(())
+}
+
+/// BERT-base, then a BERT of 24 layers at width 1600 (3.2 GB in six data files, largest tensor
+/// the 195 MB word embeddings), each converted against its copy baseline: the I/O bench.
+fn convert_sizes(tfconv: &Path, dir: &Path) -> Result<()> {
+    let prefix = synthetic_bert(dir, "bert-base", 12, 768)?;
+    let data = vec![prefix.with_extension("ckpt.data-00000-of-00001")];
+    convert_against_copy(tfconv, dir, "BERT-base", &prefix, &data, 30522.0 * 768.0 * 4.0)?;
+
+    let (layers, hidden) = (24, 1600);
+    let ckpt_dir = dir.join("bert-3gb");
+    let prefix = ckpt_dir.join("bert_model.ckpt");
+    if !ckpt_dir.join("bert_model.ckpt.index").is_file() {
+        std::fs::create_dir_all(&ckpt_dir)?;
+        let config = serde_json::json!({
+            "attention_probs_dropout_prob": 0.1, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
+            "hidden_size": hidden, "initializer_range": 0.02, "intermediate_size": 4 * hidden,
+            "max_position_embeddings": 512, "num_attention_heads": 25, "num_hidden_layers": layers,
+            "type_vocab_size": 2, "vocab_size": 30522
+        });
+        let cfg: BertConfig = serde_json::from_value(config.clone())?;
+        // Written as six data files of about 550 MB (SaveV2 per group, then MergeV2), as a
+        // large TF checkpoint is, and so that the writer never holds two copies of 3 GB.
+        let mut groups: Vec<Vec<tfconv::synthetic::Variable>> = vec![Vec::new()];
+        let mut in_group = 0usize;
+        for v in tfconv_models::bert::synthetic::checkpoint(&cfg, Head::PreTraining, 11, false) {
+            let size = v.shape.iter().product::<usize>() * 4;
+            if in_group + size > 550_000_000 && !groups.last().is_some_and(Vec::is_empty) {
+                groups.push(Vec::new());
+                in_group = 0;
+            }
+            in_group += size;
+            groups.last_mut().expect("one group at least").push(v);
+        }
+        tfconv::synthetic::write_sharded_checkpoint(&prefix, &groups)?;
+        std::fs::write(ckpt_dir.join("bert_config.json"), config.to_string())?;
+    }
+    let mut data: Vec<std::path::PathBuf> = std::fs::read_dir(&ckpt_dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().contains(".data-")))
+        .collect();
+    data.sort();
+    convert_against_copy(tfconv, dir, "BERT 24 × 1600 (3 GB)", &prefix, &data, 30522.0 * hidden as f64 * 4.0)
 }
 
 pub fn run(root: &Path, which: Option<&str>) -> Result<()> {
@@ -95,17 +185,19 @@ pub fn run(root: &Path, which: Option<&str>) -> Result<()> {
     let dir = std::env::var_os("TFCONV_BENCH_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| root.join("target").join("bench"));
     match which {
         None => {
+            convert_sizes(&tfconv, &dir)?;
             bert(&tfconv, &dir)?;
             albert(&tfconv, &dir)?;
             xlnet(&tfconv, &dir)?;
             t5(&tfconv, &dir)
         }
+        Some("convert") => convert_sizes(&tfconv, &dir),
         Some("bert") => bert(&tfconv, &dir),
         Some("albert") => albert(&tfconv, &dir),
         Some("xlnet") => xlnet(&tfconv, &dir),
         Some("t5") => t5(&tfconv, &dir),
         Some("xlm") => xlm(&tfconv, &dir),
-        Some(other) => bail!("unknown benchmark {other} (bert, albert, xlnet, t5, xlm)"),
+        Some(other) => bail!("unknown benchmark {other} (convert, bert, albert, xlnet, t5, xlm)"),
     }
 }
 
@@ -124,7 +216,7 @@ fn xlm(tfconv: &Path, dir: &Path) -> Result<()> {
         let langs = vec!["ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh"];
         std::fs::write(&pth, synthetic::pth_bytes(&cfg, &synthetic::Layout::release(langs), 15, false))?;
     }
-    convert_against_copy(tfconv, dir, "XLM, mlm_xnli15_1024's shape (legacy .pth)", &pth, &pth, cfg.n_words as f64 * 1024.0 * 4.0 / 1e6)?;
+    convert_against_copy(tfconv, dir, "XLM, mlm_xnli15_1024's shape (legacy .pth)", &pth, &[pth.clone()], cfg.n_words as f64 * 1024.0 * 4.0)?;
     let out = dir.join("xlm-out");
     let (secs, rss) = measure(
         Command::new(tfconv)
@@ -155,7 +247,7 @@ fn albert(tfconv: &Path, dir: &Path) -> Result<()> {
         std::fs::write(ckpt_dir.join("albert_config.json"), config.to_string())?;
     }
     let data = ckpt_dir.join("model.ckpt-best.data-00000-of-00001");
-    convert_against_copy(tfconv, dir, "ALBERT-xxlarge width, 2 groups", &prefix, &data, 4096.0 * 16384.0 * 4.0 / 1e6)?;
+    convert_against_copy(tfconv, dir, "ALBERT-xxlarge width, 2 groups", &prefix, &[data], 4096.0 * 16384.0 * 4.0)?;
     let out = dir.join("albert-out");
     let (secs, rss) = measure(
         Command::new(tfconv)
@@ -180,7 +272,7 @@ fn xlnet(tfconv: &Path, dir: &Path) -> Result<()> {
         std::fs::write(ckpt_dir.join("xlnet_config.json"), synthetic::config_json(&cfg).to_string())?;
     }
     let data = ckpt_dir.join("xlnet_model.ckpt.data-00000-of-00001");
-    convert_against_copy(tfconv, dir, "XLNet-large", &prefix, &data, 32000.0 * 1024.0 * 4.0 / 1e6)?;
+    convert_against_copy(tfconv, dir, "XLNet-large", &prefix, &[data], 32000.0 * 1024.0 * 4.0)?;
     let out = dir.join("xlnet-out");
     let (secs, rss) = measure(
         Command::new(tfconv)
@@ -269,10 +361,6 @@ fn t5(tfconv: &Path, dir: &Path) -> Result<()> {
 }
 
 fn bert(tfconv: &Path, dir: &Path) -> Result<()> {
-    let prefix = synthetic_bert(dir, "bert-base", 12, 768)?;
-    let data = prefix.with_extension("ckpt.data-00000-of-00001");
-    convert_against_copy(tfconv, dir, "BERT-base", &prefix, &data, 30522.0 * 768.0 * 4.0 / 1e6)?;
-
     // Verify: wall time and peak RSS by depth and width, probes 3 × 128.
     let mut peaks = Vec::new();
     for (name, layers, hidden) in [("bert-base", 12, 768), ("bert-large-12-layers", 12, 1024), ("bert-large", 24, 1024)] {
