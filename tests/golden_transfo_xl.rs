@@ -107,7 +107,7 @@ fn keys_and_values_follow_the_original() {
         let ckpt = source::open(&checkpoint(case)).unwrap();
         let original = |name: &str| f32s(&ckpt.read(&format!("transformer/{name}")).unwrap());
         let out = |name: &str| f32s(st.tensor(name).unwrap().data());
-        let transposed = |w: &[f32], rows: usize, cols: usize| (0..rows * cols).map(|i| w[(i % rows) * cols + i / rows]).collect::<Vec<f32>>();
+        let transposed = |w: &[f32], rows: usize, cols: usize| (0..rows * cols).map(|i| w[(i % cols) * rows + i / cols]).collect::<Vec<f32>>();
         let identity = |n: usize| (0..n * n).map(|i| (i / n == i % n) as u8 as f32).collect::<Vec<f32>>();
         let inv_freq: Vec<f32> = (0..8).map(|i| 1.0 / 10000f32.powf((2 * i) as f32 / 16.0)).collect();
         assert_eq!(out("transformer.pos_emb.inv_freq"), inv_freq, "{case}");
