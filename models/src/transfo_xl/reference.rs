@@ -60,7 +60,10 @@ pub fn stage(model: &TransfoXl, weights: &OriginalWeights, part: Part, stage: &S
     tf_graph::run_stage(weights, stage, inputs, &["input_ids", "next.input_ids"], |g, vars, xs, fed| {
         let shape = fed.0.first().map(|(_, v)| v.shape().to_vec()).unwrap_or_default();
         let (batch, len) = (*shape.first().unwrap_or(&0), *shape.get(1).unwrap_or(&0));
-        Graph { g, vars, model, batch, len }.build(part, xs)
+        // transformers computes positions from the stored inv_freq buffer, which a half-precision
+        // folder stores rounded like every other tensor: the reference rounds it the same way.
+        let narrow = weights.round_to.values().next().copied();
+        Graph { g, vars, model, batch, len, narrow }.build(part, xs)
     })
 }
 
@@ -70,6 +73,8 @@ struct Graph<'a> {
     model: &'a TransfoXl,
     batch: usize,
     len: usize,
+    /// The folder's float type when narrower than float32.
+    narrow: Option<DataType>,
 }
 
 impl Graph<'_> {
@@ -193,7 +198,11 @@ impl Graph<'_> {
         let base = self.g.scalar_f32(10000.0)?;
         let power = self.g.pow(&base, &exponent)?;
         let one = self.g.scalar_f32(1.0)?;
-        let inv_freq = self.g.apply("RealDiv", &[&one, &power])?;
+        let mut inv_freq = self.g.apply("RealDiv", &[&one, &power])?;
+        if let Some(dtype) = self.narrow {
+            let rounded = self.g.cast(&inv_freq, dtype)?;
+            inv_freq = self.g.cast(&rounded, DataType::Float)?;
+        }
         let angles = self.g.einsum("i,j->ij", &pos_seq, &inv_freq)?;
         let (sin, cos) = (self.g.sin(&angles)?, self.g.cos(&angles)?);
         let pos_emb = self.g.concat(&[sin, cos], -1)?;
