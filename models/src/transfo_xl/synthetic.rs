@@ -125,6 +125,20 @@ pub fn golden_cases() -> Vec<GoldenCase> {
         proj_same_dim: false,
         trainer_state: false,
     };
+    // enwik8/text8: no cutoffs (div_val 1, one table and one softmax bias), which HF's converter
+    // fails on; d_embed ≠ d_model here so the one projection is exercised on both sides.
+    let enwik8 = Spec {
+        cfg: TxlConfig {
+            vocab_size: 30, d_model: 16, d_embed: 12, n_head: 2, d_head: 8, d_inner: 24, n_layer: 2, div_val: 1,
+            cutoffs: vec![], untie_r: false, proj_share_all_but_first: true, mem_len: 5, clamp_len: 6,
+        },
+        proj_same_dim: true,
+        trainer_state: false,
+    };
+    let mut enwik8_info = corpus_info(&enwik8.cfg, "enwik8");
+    enwik8_info["cutoffs"] = json!([]);
+    enwik8_info["mem_len"] = json!(enwik8.cfg.mem_len);
+    enwik8_info["clamp_len"] = json!(enwik8.cfg.clamp_len);
     let mut info = corpus_info(&wt103.cfg, "wt103");
     info["mem_len"] = json!(wt103.cfg.mem_len);
     info["clamp_len"] = json!(wt103.cfg.clamp_len);
@@ -146,6 +160,15 @@ pub fn golden_cases() -> Vec<GoldenCase> {
             config: serde_json::Value::Null,
             files: vec![],
             contents: crate::synthetic::Contents::TfBundle(checkpoint(&lm1b, 42)),
+        },
+        GoldenCase {
+            dir: "transfo-xl-enwik8",
+            model_type: "transfo-xl",
+            checkpoint: "model.ckpt-400000",
+            config_file: Some("corpus-info.json"),
+            config: enwik8_info,
+            files: vec![],
+            contents: crate::synthetic::Contents::TfBundle(checkpoint(&enwik8, 43)),
         },
     ]
 }
