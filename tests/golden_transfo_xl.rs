@@ -14,13 +14,15 @@ use tfconv::verify::{self, compare, Tolerance};
 use tfconv_models::probe::{Outputs, Probes};
 
 const CASES: [(&str, &str); 2] = [("transfo-xl", "model.ckpt-200000"), ("transfo-xl-lm1b", "model.ckpt-100000")];
+/// With the no-cutoff (enwik8-style) case, which the numeric check covers too.
+const ALL: [(&str, &str); 3] = [CASES[0], CASES[1], ("transfo-xl-enwik8", "model.ckpt-400000")];
 
 fn golden(case: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("golden").join(case)
 }
 
 fn checkpoint(case: &str) -> PathBuf {
-    golden(case).join(CASES.iter().find(|c| c.0 == case).unwrap().1)
+    golden(case).join(ALL.iter().find(|c| c.0 == case).unwrap().1)
 }
 
 fn expected_outputs(case: &str) -> Outputs {
@@ -46,7 +48,7 @@ fn converted(case: &str, dir: &Path) -> tfconv::convert::Converted {
 
 #[test]
 fn golden_checkpoints_reproduce_tensorflow_outputs_in_candle() {
-    for (case, _) in CASES {
+    for (case, _) in ALL {
         let tmp = tempfile::tempdir().unwrap();
         let done = converted(case, tmp.path());
         assert_eq!(done.arch.model_type(), "transfo-xl", "{case}: detected from the variable names");

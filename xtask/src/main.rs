@@ -32,7 +32,7 @@ fn main() -> Result<()> {
         }
         Some("interop") => interop::run_suite(&workspace_root())?,
         Some("bench") => bench::run(&workspace_root(), args.get(1).map(String::as_str))?,
-        _ => bail!("usage: cargo xtask <setup-tf|golden|demo|test|interop|bench [bert|albert|xlnet|t5|xlm]>"),
+        _ => bail!("usage: cargo xtask <setup-tf|golden|demo|test|interop|bench [bert|albert|xlnet|t5|xlm|transfo-xl]>"),
     }
     Ok(())
 }
