@@ -34,7 +34,7 @@ pub fn variables(spec: &Spec) -> Vec<(String, Vec<usize>, usize)> {
         for i in 0..cfg.n_clusters() {
             let di = cfg.cluster_dim(i);
             v.push((format!("{e}/cutoff_{i}/lookup_table"), vec![ends[i + 1] - ends[i], di], 1));
-            if !(di == d && !spec.proj_same_dim) {
+            if di != d || spec.proj_same_dim {
                 v.push((format!("{e}/cutoff_{i}/proj_W"), vec![di, d], di));
             }
         }
