@@ -59,6 +59,12 @@ pub trait Architecture: Send + Sync {
     /// attribute): the interop suite reads the HF model's outputs by these names.
     fn hf_output_fields(&self) -> Vec<(&'static str, &'static str)>;
 
+    /// What the interop suite must know of transformers' support for this class: releases that
+    /// lack it, and workarounds for bugs of releases that have it.
+    fn hf_support(&self) -> HfSupport {
+        HfSupport::default()
+    }
+
     /// The forward calls the interop suite makes to read every output from transformers. By
     /// default one call on all probe inputs, whose `hidden_states` are the embeddings and layer
     /// outputs in order.
@@ -70,7 +76,7 @@ pub trait Architecture: Send + Sync {
             .filter(|o| *o == "embeddings" || o.strip_prefix("layer.").is_some_and(|i| i.parse::<usize>().is_ok()))
             .cloned()
             .collect();
-        vec![HfPass { inputs: None, hidden: vec![("hidden_states", hidden_states)], fields: self.hf_output_fields(), unexposed: Vec::new() }]
+        vec![HfPass { inputs: None, hidden: vec![("hidden_states", hidden_states)], fields: self.hf_output_fields(), unexposed: Vec::new(), carry: None }]
     }
 }
 
@@ -92,6 +98,31 @@ pub struct HfPass {
     /// Stage outputs transformers computes inside and does not return (XLNet's sequence
     /// summary): compared by `verify` only.
     pub unexposed: Vec<String>,
+    /// For a pass that continues the one before (Transformer-XL's second segment): what it takes
+    /// from that pass's outputs.
+    pub carry: Option<Carry>,
+}
+
+/// transformers releases and this class (see [`Architecture::hf_support`]).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct HfSupport {
+    /// (version prefix, why): releases that cannot load the class at all; the suite reports the
+    /// case as skipped there, with the reason.
+    pub unsupported: Vec<(&'static str, &'static str)>,
+    /// (workaround known to the interop harness, why) applied before the forward calls.
+    pub workarounds: Vec<(&'static str, &'static str)>,
+}
+
+/// A recurrent model's state handed from one forward call to the next in the interop suite.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Carry {
+    /// The attribute of the previous call's output (`mems`).
+    pub output: &'static str,
+    /// The keyword argument it is passed as (`mems`).
+    pub argument: &'static str,
+    /// Probe inputs passed under another keyword, as (probe name, argument): the second
+    /// segment's `next.input_ids` is `input_ids` to the model.
+    pub rename: Vec<(&'static str, &'static str)>,
 }
 
 /// The tokenizer files to write, as (file name, bytes), and what the user should know about
@@ -150,6 +181,7 @@ pub const FAMILIES: &[Family] = &[
     crate::xlnet::FAMILY,
     crate::xlm::FAMILY,
     crate::t5::FAMILY,
+    crate::transfo_xl::FAMILY,
 ];
 
 /// Model types tfconv knows, for messages.

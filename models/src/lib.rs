@@ -14,5 +14,6 @@ pub mod stage;
 pub mod synthetic;
 pub mod t5;
 pub mod tf_graph;
+pub mod transfo_xl;
 pub mod xlm;
 pub mod xlnet;

@@ -85,6 +85,9 @@ pub enum Fill {
     /// The identity matrix (square shape).
     Identity,
     Zeros,
+    /// A sinusoid encoding's inverse frequencies `1 / 10000^(2i / (2·len))` for i < len, as
+    /// transformers computes its `inv_freq` buffers in float32.
+    InverseFrequencies,
 }
 
 impl Fill {
@@ -93,6 +96,7 @@ impl Fill {
         let n: usize = shape.iter().product();
         match (self, shape) {
             (Fill::Identity, [rows, cols]) => (0..n).map(|i| if i / cols == i % cols && i / cols < *rows { 1.0 } else { 0.0 }).collect(),
+            (Fill::InverseFrequencies, _) => (0..n).map(|i| 1.0 / 10000f32.powf((2 * i) as f32 / (2 * n) as f32)).collect(),
             _ => vec![0.0; n],
         }
     }
@@ -103,6 +107,7 @@ impl fmt::Display for Fill {
         f.write_str(match self {
             Fill::Identity => "identity",
             Fill::Zeros => "zeros",
+            Fill::InverseFrequencies => "inverse frequencies",
         })
     }
 }

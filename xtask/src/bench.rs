@@ -197,7 +197,8 @@ pub fn run(root: &Path, which: Option<&str>) -> Result<()> {
         Some("xlnet") => xlnet(&tfconv, &dir),
         Some("t5") => t5(&tfconv, &dir),
         Some("xlm") => xlm(&tfconv, &dir),
-        Some(other) => bail!("unknown benchmark {other} (convert, bert, albert, xlnet, t5, xlm)"),
+        Some("transfo-xl") => transfo_xl(&tfconv, &dir),
+        Some(other) => bail!("unknown benchmark {other} (convert, bert, albert, xlnet, t5, xlm, transfo-xl)"),
     }
 }
 
@@ -225,6 +226,35 @@ fn xlm(tfconv: &Path, dir: &Path) -> Result<()> {
     )?;
     std::fs::remove_dir_all(&out)?;
     println!("convert --verify (probes 3 × 16)   {secs:>7.2} s   peak RSS {rss:>6.0} MiB");
+    Ok(())
+}
+
+/// Transformer-XL at wt103's shape (18 × 1024, d_inner 4096, 267,735 tokens in four clusters,
+/// div_val 4: 1.13 GB), as training saves it without optimizer slots.
+fn transfo_xl(tfconv: &Path, dir: &Path) -> Result<()> {
+    use tfconv_models::transfo_xl::{synthetic, TxlConfig};
+    let cfg = TxlConfig {
+        vocab_size: 267_735, d_model: 1024, d_embed: 1024, n_head: 16, d_head: 64, d_inner: 4096, n_layer: 18, div_val: 4,
+        cutoffs: vec![20_000, 40_000, 200_000], untie_r: true, proj_share_all_but_first: true, mem_len: 1600, clamp_len: 1000,
+    };
+    let ckpt_dir = dir.join("transfo-xl-wt103");
+    let prefix = ckpt_dir.join("model.ckpt-0");
+    if !ckpt_dir.join("model.ckpt-0.index").is_file() {
+        std::fs::create_dir_all(&ckpt_dir)?;
+        let spec = synthetic::Spec { cfg: cfg.clone(), proj_same_dim: true, trainer_state: false };
+        tfconv::synthetic::write_checkpoint(&prefix, &synthetic::checkpoint(&spec, 14))?;
+        std::fs::write(ckpt_dir.join("corpus-info.json"), synthetic::corpus_info(&cfg, "wt103").to_string())?;
+    }
+    let data = ckpt_dir.join("model.ckpt-0.data-00000-of-00001");
+    convert_against_copy(tfconv, dir, "Transformer-XL, wt103's shape", &prefix, &[data], 20_000.0 * 1024.0 * 4.0)?;
+    let out = dir.join("transfo-xl-out");
+    let (secs, rss) = measure(
+        Command::new(tfconv)
+            .arg("convert").arg("--tf-checkpoint").arg(&prefix).arg("--output").arg(&out).arg("--force")
+            .args(["--verify", "--seq-len", "16", "--set", "mem_len=32"]),
+    )?;
+    std::fs::remove_dir_all(&out)?;
+    println!("convert --verify (2 segments of 3 × 16, mem_len 32)   {secs:>7.2} s   peak RSS {rss:>6.0} MiB");
     Ok(())
 }
 

@@ -35,8 +35,10 @@ pub fn write_outputs(path: &Path, outputs: &Outputs) -> Result<()> {
 
 /// Writes every registered golden case: checkpoint (TF SaveV2), config, tokenizer files, the
 /// probes, and the original model's outputs on them computed by TensorFlow.
+/// TFCONV_GOLDEN_CASES=transfo-xl,transfo-xl-lm1b writes only those cases.
 pub fn write_all(root: &Path) -> Result<()> {
-    for case in arch::golden_cases() {
+    let only: Option<Vec<String>> = std::env::var("TFCONV_GOLDEN_CASES").ok().map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
+    for case in arch::golden_cases().into_iter().filter(|c| only.as_ref().is_none_or(|o| o.iter().any(|d| d == c.dir))) {
         let dir = root.join(case.dir);
         if dir.exists() {
             fs::remove_dir_all(&dir)?;

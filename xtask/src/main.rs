@@ -35,7 +35,7 @@ fn main() -> Result<()> {
         Some("interop") => interop::run_suite(&workspace_root())?,
         Some("wheel") => wheel::check(&workspace_root())?,
         Some("bench") => bench::run(&workspace_root(), args.get(1).map(String::as_str))?,
-        _ => bail!("usage: cargo xtask <setup-tf|golden|demo|test|interop|wheel|bench [convert|bert|albert|xlnet|t5|xlm]>"),
+        _ => bail!("usage: cargo xtask <setup-tf|golden|demo|test|interop|wheel|bench [convert|bert|albert|xlnet|t5|xlm|transfo-xl]>"),
     }
     Ok(())
 }

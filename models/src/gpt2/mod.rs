@@ -556,7 +556,7 @@ impl crate::arch::Architecture for Gpt2 {
         names.extend((0..self.cfg.n_layer.saturating_sub(1)).map(|l| format!("layer.{l}")));
         names.push("ln_f".into());
         let last = self.cfg.n_layer.checked_sub(1).map(|l| format!("layer.{l}")).into_iter().collect();
-        vec![crate::arch::HfPass { inputs: None, hidden: vec![("hidden_states", names)], fields: self.hf_output_fields(), unexposed: last }]
+        vec![crate::arch::HfPass { inputs: None, hidden: vec![("hidden_states", names)], fields: self.hf_output_fields(), unexposed: last, carry: None }]
     }
 }
 

@@ -493,6 +493,7 @@ impl crate::arch::Architecture for T5 {
             hidden: vec![stack(Stack::Encoder, self.cfg.num_layers), stack(Stack::Decoder, self.cfg.decoder_layers())],
             fields: self.hf_output_fields(),
             unexposed: vec![last_enc, last_dec],
+            carry: None,
         }]
     }
 }

@@ -545,12 +545,13 @@ impl crate::arch::Architecture for Xlnet {
             hidden: vec![("hidden_states", std::iter::once("embeddings".to_string()).chain(layers.clone().map(|i| format!("layer.{i}"))).collect())],
             fields: self.hf_output_fields(),
             unexposed: if self.two_stream() { Vec::new() } else { vec!["summary".into()] },
+            carry: None,
         };
         if !self.two_stream() {
             return vec![content];
         }
         let mut both = vec!["embeddings".to_string(), "embeddings.query".to_string()];
         both.extend(layers.flat_map(|i| [format!("layer.{i}.perm"), format!("layer.{i}.query")]));
-        vec![content, crate::arch::HfPass { inputs: None, hidden: vec![("hidden_states", both)], fields: vec![("lm_logits.query", "logits")], unexposed: Vec::new() }]
+        vec![content, crate::arch::HfPass { inputs: None, hidden: vec![("hidden_states", both)], fields: vec![("lm_logits.query", "logits")], unexposed: Vec::new(), carry: None }]
     }
 }
