@@ -565,8 +565,7 @@ pub fn verify(
         let stage_err = |e: String| Error::Mapping(format!("stage {}: {e}", tf_stage.name));
         let tf_in = tf_known.pick(&tf_stage.inputs).map_err(stage_err)?;
         let started = Instant::now();
-        let tf_out = arch
-            .reference_stage(tf_stage, &weights, &tf_in)
+        let tf_out = crate::tf_runtime::quietly(|| arch.reference_stage(tf_stage, &weights, &tf_in))
             .map_err(|e| Error::ReferenceUnavailable(format!("the TensorFlow reference failed in stage {}: {e:#}", tf_stage.name)))?;
         let seconds_tensorflow = started.elapsed().as_secs_f64();
         let (reference, tf_kept) = split_outputs(tf_out, &later);
