@@ -242,7 +242,7 @@ fn load_once() -> Result<(), String> {
     if std::env::var_os("TF_CPP_MIN_LOG_LEVEL").is_none() {
         std::env::set_var("TF_CPP_MIN_LOG_LEVEL", "2");
     }
-    let _quiet = QuietStderr::install();
+    let _quiet = QuietGuard::enter();
     let lib_dir = locate()?;
     let shim = shim_dir(&lib_dir)?;
     // The crate's finder reads TENSORFLOW_DIR; set it before any thread could read the environment.
@@ -260,7 +260,7 @@ fn load_once() -> Result<(), String> {
 /// default Eigen-based implementation"), which `TF_CPP_MIN_LOG_LEVEL` 2 lets through. Real
 /// failures come back as the session's status, not as log lines.
 pub fn quietly<T>(f: impl FnOnce() -> T) -> T {
-    let _quiet = QuietStderr::install();
+    let _quiet = QuietGuard::enter();
     f()
 }
 
@@ -269,6 +269,36 @@ pub fn version() -> Result<String> {
     load()?;
     // `load` checked that TF_Version exists, so this cannot hit the crate's missing-function panic.
     tensorflow::version().map_err(|e| Error::ReferenceUnavailable(format!("TF_Version failed: {e}")))
+}
+
+/// The one stderr filter of the process, shared by every thread inside [`quietly`] or the load:
+/// installed by the first to enter, removed by the last to leave. Each filter saves and restores
+/// fd 2, so overlapping ones would save each other's pipes, and a forwarder whose pipe a saved
+/// copy keeps open never sees its end (a test binary verifying on several threads hung so).
+static QUIET: std::sync::Mutex<(usize, Option<QuietStderr>)> = std::sync::Mutex::new((0, None));
+
+struct QuietGuard;
+
+impl QuietGuard {
+    fn enter() -> QuietGuard {
+        let mut quiet = QUIET.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if quiet.0 == 0 {
+            quiet.1 = QuietStderr::install();
+        }
+        quiet.0 += 1;
+        QuietGuard
+    }
+}
+
+impl Drop for QuietGuard {
+    fn drop(&mut self) {
+        let mut quiet = QUIET.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        quiet.0 -= 1;
+        if quiet.0 == 0 {
+            // Restores fd 2 and drains the forwarder (which never takes this lock).
+            quiet.1 = None;
+        }
+    }
 }
 
 /// While alive, sends file descriptor 2 through a pipe and drops TensorFlow's log lines below
@@ -506,6 +536,29 @@ mod tests {
         std::fs::write(tmp.path().join("afile"), b"").unwrap();
         let why = fill_shim(&tmp.path().join("afile").join("shim"), &lib_dir, false).unwrap_err();
         assert!(why.contains("afile/shim: cannot create"), "{why}");
+    }
+
+    #[test]
+    fn overlapping_quiet_sections_on_many_threads_all_end() {
+        let (done, finished) = std::sync::mpsc::channel();
+        for t in 0..8 {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    quietly(|| {
+                        eprintln!("thread {t} pass {i}");
+                        std::thread::sleep(std::time::Duration::from_micros(300 * (t as u64 % 3)));
+                    });
+                }
+                done.send(t).unwrap();
+            });
+        }
+        for _ in 0..8 {
+            // Before the shared filter, an inner section's saved copy of an outer one's pipe kept
+            // the outer forwarder waiting forever.
+            finished.recv_timeout(std::time::Duration::from_secs(60)).expect("a quiet section never ended");
+        }
+        assert_eq!(QUIET.lock().unwrap().0, 0);
     }
 
     #[test]
