@@ -607,6 +607,10 @@ fn verify(args: VerifyArgs, quiet: bool) -> crate::Result<u8> {
     let (arch, plan) = crate::convert::original_model(ckpt.as_ref(), &vars, &model_type, &original_path, original, &settings)?;
     check_seq_len(arch.as_ref(), &args.flags)?;
     let mut protected = crate::convert::checkpoint_inputs(ckpt.as_ref(), &original_path);
+    // The vocabulary beside the checkpoint is read too (its hashes go into the report).
+    for file in input_files(ckpt.as_ref(), arch.as_ref(), &original_path).into_iter().flat_map(|(_, files)| files) {
+        protected.add_input(&file);
+    }
     protected.add_input_folder(&hf_dir);
     let report_files = claim_reports(&args.flags, &protected, args.force)?;
     crate::tf_runtime::load()?;

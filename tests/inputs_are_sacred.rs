@@ -175,6 +175,28 @@ fn outputs_and_reports_aimed_at_inputs_their_folders_or_the_current_directory_ar
 }
 
 #[test]
+fn verify_never_writes_a_report_over_an_input_even_with_force() {
+    let (_keep, root) = scratch();
+    let dir = root.join("ckpt");
+    let prefix = copy_golden("bert", &dir);
+    let folder = root.join("out");
+    let o = tfconv(&["convert", "--tf-checkpoint", s(&prefix), "--output", s(&folder)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let before = snapshot(&root);
+    // vocab.txt is read by verify too: its hash goes into the report's provenance.
+    let inputs = ["bert_model.ckpt.index", "bert_model.ckpt.data-00000-of-00001", "bert_config.json", "vocab.txt"];
+    let mut targets: Vec<PathBuf> = inputs.iter().map(|n| dir.join(n)).collect();
+    targets.push(folder.join("model.safetensors"));
+    for target in &targets {
+        for flag in ["--report", "--junit", "--report-html"] {
+            let o = tfconv(&["verify", "--hf-dir", s(&folder), "--tf-checkpoint", s(&prefix), flag, s(target), "--force"]);
+            assert_eq!(o.status.code(), Some(5), "{flag} {}: {}", target.display(), stderr(&o));
+            assert_untouched(&before, &root, &o);
+        }
+    }
+}
+
+#[test]
 fn a_report_never_lands_on_the_output_or_an_existing_file() {
     let (_keep, root) = scratch();
     let out = root.join("out");
