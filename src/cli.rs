@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tfconv_models::arch::model_types;
 
-use crate::error::Error;
+use crate::error::{Error, InputFault};
 use crate::guard::{self, Protected};
 use crate::sink::PendingFile;
 
@@ -16,6 +16,7 @@ pub mod exit {
     pub const OK: u8 = 0;
     pub const MISMATCH: u8 = 1;
     pub const USAGE: u8 = 2;
+    /// An input is corrupt: bytes that do not parse or fail a check.
     pub const INPUT: u8 = 3;
     pub const CONVERSION: u8 = 4;
     pub const OUTPUT: u8 = 5;
@@ -24,15 +25,34 @@ pub mod exit {
     pub const ATTESTATION: u8 = 7;
     /// The output's file system is too full for the output (found before or while writing).
     pub const NO_SPACE: u8 = 8;
+    /// A file the input needs is not there (a shard, an index, the path itself).
+    pub const INPUT_MISSING: u8 = 9;
+    /// An input file is shorter than its index or header says.
+    pub const INPUT_TRUNCATED: u8 = 10;
+    /// The path holds several checkpoints and nothing says which one.
+    pub const INPUT_AMBIGUOUS: u8 = 11;
+    /// The system refuses to read an input (link loop, permission, not a regular file).
+    pub const INPUT_UNREADABLE: u8 = 12;
+    /// A well-formed input of a kind tfconv does not convert.
+    pub const INPUT_UNSUPPORTED: u8 = 13;
 }
 
 pub fn exit_code(e: &Error) -> u8 {
+    if let Some(fault) = e.input_fault() {
+        return match fault {
+            InputFault::Corrupt => exit::INPUT,
+            InputFault::Missing => exit::INPUT_MISSING,
+            InputFault::Truncated => exit::INPUT_TRUNCATED,
+            InputFault::Ambiguous => exit::INPUT_AMBIGUOUS,
+            InputFault::Unreadable => exit::INPUT_UNREADABLE,
+            InputFault::Unsupported => exit::INPUT_UNSUPPORTED,
+        };
+    }
     match e {
         Error::Usage(_) => exit::USAGE,
-        Error::Input { .. } | Error::Tensor { .. } | Error::Resolve(_) => exit::INPUT,
-        Error::Io { .. } => exit::INPUT,
+        Error::Input { .. } | Error::Tensor { .. } | Error::Resolve { .. } | Error::Io { .. } => exit::INPUT,
         Error::Mapping(_) => exit::CONVERSION,
-        Error::Output(_) => exit::OUTPUT,
+        Error::Output(_) | Error::Write { .. } => exit::OUTPUT,
         Error::ReferenceUnavailable(_) => exit::REFERENCE_UNAVAILABLE,
         Error::NoSpace { .. } => exit::NO_SPACE,
     }
@@ -354,7 +374,7 @@ pub fn main() -> ExitCode {
     match run(cli.command, cli.quiet) {
         Ok(code) => ExitCode::from(code),
         // A reader that went away (`tfconv inspect … | head`) is not an error, as for any Unix tool.
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(exit::OK),
+        Err(Error::Write { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(exit::OK),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(exit_code(&e))
@@ -369,7 +389,7 @@ fn run(command: Command, quiet: bool) -> crate::Result<u8> {
             let mut stdout = std::io::stdout().lock();
             if json {
                 let text = serde_json::to_string_pretty(&crate::inspect::to_json(ckpt.as_ref())).expect("JSON of plain values");
-                writeln!(stdout, "{text}").map_err(|e| Error::io("<stdout>", e))?;
+                writeln!(stdout, "{text}").map_err(|e| Error::write("<stdout>", e))?;
             } else {
                 crate::inspect::print_table(ckpt.as_ref(), &mut stdout)?;
             }
@@ -430,7 +450,7 @@ fn convert(args: ConvertArgs, quiet: bool) -> crate::Result<u8> {
         let prepared = crate::convert::prepare(&opts)?;
         let plan = &prepared.plan;
         let mut stdout = std::io::stdout().lock();
-        let mut out = |line: String| writeln!(stdout, "{line}").map_err(|e| Error::io("<stdout>", e));
+        let mut out = |line: String| writeln!(stdout, "{line}").map_err(|e| Error::write("<stdout>", e));
         out(format!("# {} ({} tensors, {} skipped, {} dropped)", prepared.arch.class_name(), plan.mappings.len() + plan.synthesized.len(), plan.skipped.len(), plan.dropped.len()))?;
         for m in &plan.mappings {
             let t: Vec<String> = m.transforms.iter().map(|t| t.to_string()).collect();
@@ -563,7 +583,8 @@ fn verify(args: VerifyArgs, quiet: bool) -> crate::Result<u8> {
     // Inputs first: a missing folder is an input error whether or not TensorFlow is there.
     let config_path = hf_dir.join("config.json");
     if !hf_dir.is_dir() {
-        return Err(Error::input(&hf_dir, "no such folder (--hf-dir must be a converted Hugging Face folder)"));
+        return Err(Error::input(&hf_dir, "no such folder (--hf-dir must be a converted Hugging Face folder)")
+            .because(InputFault::Missing));
     }
     let config = crate::verify::folder_config(&hf_dir)?;
     let ckpt = crate::source::open(&tf_checkpoint)?;
@@ -577,7 +598,8 @@ fn verify(args: VerifyArgs, quiet: bool) -> crate::Result<u8> {
             return Err(Error::input(
                 &config_path,
                 format!("model_type '{t}' is not supported by tfconv verify (supported: {})", model_types().join(", ")),
-            ))
+            )
+            .because(InputFault::Unsupported))
         }
         Some(t) => t.clone(),
         None => tfconv_models::arch::detect_model_type(&vars)
@@ -586,12 +608,12 @@ fn verify(args: VerifyArgs, quiet: bool) -> crate::Result<u8> {
     };
     let (original_path, original, trusted) = match crate::convert::find_config(ckpt.as_ref(), args.config.as_deref(), &model_type) {
         Ok((path, value)) => (path, value, false),
-        Err(Error::Resolve(why)) if args.trust_folder_config => {
+        Err(Error::Resolve { msg: why, .. }) if args.trust_folder_config => {
             eprintln!("warning: {why}; the reference uses the folder's own config.json (--trust-folder-config), so mistakes in that file cannot be detected");
             (config_path.clone(), config.clone(), true)
         }
-        Err(Error::Resolve(why)) => {
-            return Err(Error::Resolve(format!(
+        Err(Error::Resolve { msg: why, fault }) => {
+            return Err(Error::resolve(fault, format!(
                 "{why}. The reference must come from the original config, or a mistake in the folder's config.json \
                  would be mirrored on both sides; pass --trust-folder-config to use the folder's config.json anyway"
             )))

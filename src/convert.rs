@@ -101,7 +101,10 @@ pub fn find_config(ckpt: &dyn Checkpoint, explicit: Option<&Path>, model_type: &
                             true => format!("the checkpoint holds no config of its own ({model_type} keeps it inside)"),
                             false => format!("none of {} found in {}", names.join(", "), dir.display()),
                         };
-                        return Err(Error::Resolve(format!("no config given and {tried}; pass --config")));
+                        return Err(Error::resolve(
+                            crate::error::InputFault::Missing,
+                            format!("no config given and {tried}; pass --config"),
+                        ));
                     }
                 },
             }
@@ -310,7 +313,7 @@ fn planned_bytes(specs: &[TensorSpec], companions: &[(String, Vec<u8>, Action)],
 /// An I/O error meaning the disk is full, as [`Error::NoSpace`] naming `target`; others as they are.
 fn no_space_error(e: Error, target: &Path, needed: u64) -> Error {
     match e {
-        Error::Io { path, source } if crate::error::is_no_space(&source) => Error::NoSpace {
+        Error::Write { path, source } if crate::error::is_no_space(&source) => Error::NoSpace {
             path: target.to_path_buf(),
             needed,
             // Measured after the partial output is gone, where the output was to go.
@@ -469,7 +472,7 @@ impl Conversion {
             };
             // A replaced output is deleted only after the new one is in place, so it gets no credit.
             if self.space_check {
-                let free = sink::free_space(tmp).map_err(|e| Error::io(tmp, e))?;
+                let free = sink::free_space(tmp).map_err(|e| Error::write(tmp, e))?;
                 if free < self.planned_bytes {
                     return Err(Error::NoSpace {
                         path: self.target().to_path_buf(),

@@ -49,7 +49,7 @@ pub fn print_table(ckpt: &dyn Checkpoint, out: &mut dyn Write) -> Result<()> {
     let rows = rows(ckpt);
     let name_w = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).clamp(4, 100);
     let shape_w = rows.iter().map(|r| shape_text(&r.shape).len()).max().unwrap_or(5).max(5);
-    let io = |e| crate::Error::io("<stdout>", e);
+    let io = |e| crate::Error::write("<stdout>", e);
     writeln!(out, "{} ({})", ckpt.path().display(), ckpt.format()).map_err(io)?;
     writeln!(out, "{:<name_w$}  {:<8}  {:<shape_w$}  {:>10}  role", "name", "dtype", "shape", "bytes").map_err(io)?;
     for r in &rows {

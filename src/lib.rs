@@ -16,4 +16,4 @@ pub mod tf_io;
 pub mod tf_runtime;
 pub mod verify;
 
-pub use error::{Error, Result};
+pub use error::{Error, InputFault, Result};

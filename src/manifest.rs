@@ -118,7 +118,7 @@ fn run_entry(exe: &Path, base: &Path, entry: &Entry, scratch: &Path, index: usiz
 pub fn run(path: &Path, quiet: bool) -> Result<Vec<Row>> {
     let base = base_dir(path);
     let list = entries(path)?;
-    let exe = std::env::current_exe().map_err(|e| Error::io("tfconv", e))?;
+    let exe = std::env::current_exe().map_err(|e| Error::write("tfconv", e))?;
     let scratch = tempfile_dir()?;
     let mut rows = Vec::new();
     for (i, (label, entry)) in list.into_iter().enumerate() {
@@ -163,7 +163,7 @@ pub fn run(path: &Path, quiet: bool) -> Result<Vec<Row>> {
 /// A private scratch folder for the entries' reports, removed when dropped.
 fn tempfile_dir() -> Result<ScratchDir> {
     let dir = std::env::temp_dir().join(format!("tfconv-manifest-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    std::fs::create_dir_all(&dir).map_err(|e| Error::write(&dir, e))?;
     Ok(ScratchDir(dir))
 }
 

@@ -40,7 +40,7 @@ pub fn write_numpy_shards(dir: &Path, variables: &[Variable], shards: usize) -> 
         values.extend(data.iter().flat_map(|x| x.to_le_bytes()));
         shapes.push(v.shape.clone());
     }
-    let write = |name: &str, bytes: &[u8]| std::fs::write(dir.join(name), bytes).map_err(|e| Error::io(dir.join(name), e));
+    let write = |name: &str, bytes: &[u8]| std::fs::write(dir.join(name), bytes).map_err(|e| Error::write(dir.join(name), e));
     write(crate::source::numpy::SHAPES_FILE, serde_json::to_string(&shapes).expect("JSON of plain values").as_bytes())?;
     let numel = values.len() / 4;
     let per_shard = numel.div_ceil(shards.max(1));
@@ -76,18 +76,18 @@ pub fn write_case(dir: &Path, case: &GoldenCase) -> Result<std::path::PathBuf> {
             for (name, bytes) in files {
                 let path = dir.join(name);
                 if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+                    std::fs::create_dir_all(parent).map_err(|e| Error::write(parent, e))?;
                 }
-                std::fs::write(&path, bytes).map_err(|e| Error::io(&path, e))?;
+                std::fs::write(&path, bytes).map_err(|e| Error::write(&path, e))?;
             }
         }
     }
     if let Some(file) = case.config_file.filter(|f| !case.files.iter().any(|(name, _)| name == f)) {
         let config = serde_json::to_string_pretty(&case.config).expect("a JSON value serializes") + "\n";
-        std::fs::write(dir.join(file), config).map_err(|e| Error::io(dir.join(file), e))?;
+        std::fs::write(dir.join(file), config).map_err(|e| Error::write(dir.join(file), e))?;
     }
     for (name, bytes) in &case.files {
-        std::fs::write(dir.join(name), bytes).map_err(|e| Error::io(dir.join(name), e))?;
+        std::fs::write(dir.join(name), bytes).map_err(|e| Error::write(dir.join(name), e))?;
     }
     Ok(prefix)
 }

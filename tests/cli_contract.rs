@@ -127,11 +127,11 @@ fn every_documented_exit_code_with_a_message_naming_the_cause() {
         case("output parent not writable", &["convert", "--tf-checkpoint", ckpt, "--output", "/sys/tfconv-out"], 5, "/sys/tfconv-out"),
         with("report under a regular file", convert(&["--verify", "--report", under_file]), 5, under_file),
         with("report in an unwritable folder", convert(&["--verify", "--report", "/sys/tfconv-report.json"]), 5, "/sys/tfconv-report.json"),
-        no_tf(case("verify a missing folder without TensorFlow", &["verify", "--hf-dir", t.join("missing").to_str().unwrap(), "--tf-checkpoint", ckpt], 3, "no such folder")),
+        no_tf(case("verify a missing folder without TensorFlow", &["verify", "--hf-dir", t.join("missing").to_str().unwrap(), "--tf-checkpoint", ckpt], 9, "no such folder")),
         no_tf(case(
             "verify a folder of another model type",
             &["verify", "--hf-dir", llama_folder.to_str().unwrap(), "--tf-checkpoint", ckpt],
-            3,
+            13,
             "llama-folder/config.json: model_type 'llama' is not supported",
         )),
         case(
@@ -147,12 +147,12 @@ fn every_documented_exit_code_with_a_message_naming_the_cause() {
             "hidden_act",
         ),
         case("unknown flag", &["convert", "--no-such-flag"], 2, "--no-such-flag"),
-        case("inspect a character device", &["inspect", "/dev/null"], 3, "/dev/null: not a regular file or directory (a character device)"),
-        case("inspect a FIFO", &["inspect", fifo.to_str().unwrap()], 3, "is a FIFO, not a checkpoint file"),
-        case("inspect a dangling link", &["inspect", dangling.to_str().unwrap()], 3, "which does not exist"),
+        case("inspect a character device", &["inspect", "/dev/null"], 12, "/dev/null: not a regular file or directory (a character device)"),
+        case("inspect a FIFO", &["inspect", fifo.to_str().unwrap()], 12, "is a FIFO, not a checkpoint file"),
+        case("inspect a dangling link", &["inspect", dangling.to_str().unwrap()], 9, "which does not exist"),
         fake_tf_case,
         empty_tf_dir,
-        case("inspect a missing path", &["inspect", t.join("missing").to_str().unwrap()], 3, "missing"),
+        case("inspect a missing path", &["inspect", t.join("missing").to_str().unwrap()], 9, "missing"),
     ];
     let mut failures = Vec::new();
     for c in &cases {

@@ -102,8 +102,9 @@ fn usage_and_input_errors_have_their_own_codes() {
     let o = tfconv(&["convert", "--no-such-flag"]);
     assert_eq!(o.status.code(), Some(2));
     let dir = tempfile::tempdir().unwrap();
+    // An empty folder: no checkpoint there (missing, 9); an index of garbage (corrupt, 3).
     let o = tfconv(&["inspect", dir.path().to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(9), "{}", stderr(&o));
     let garbage = dir.path().join("model.ckpt.index");
     std::fs::write(&garbage, vec![7u8; 100]).unwrap();
     let o = tfconv(&["inspect", garbage.to_str().unwrap()]);

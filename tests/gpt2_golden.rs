@@ -250,7 +250,7 @@ fn verify_with_the_folders_own_config() {
     std::fs::remove_file(prefix.with_file_name("hparams.json")).unwrap();
     let (folder, ckpt) = (done.folder.to_str().unwrap(), prefix.to_str().unwrap());
     let o = common::tfconv(&["verify", "--hf-dir", folder, "--tf-checkpoint", ckpt]);
-    assert_eq!(o.status.code(), Some(3), "{}", common::stderr(&o));
+    assert_eq!(o.status.code(), Some(9), "the original config is missing: {}", common::stderr(&o));
     assert!(common::stderr(&o).contains("hparams.json, config.json"), "{}", common::stderr(&o));
     let o = common::tfconv(&["verify", "--hf-dir", folder, "--tf-checkpoint", ckpt, "--trust-folder-config"]);
     assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));

@@ -1,7 +1,8 @@
 //! The fuzz target of the whole open path, on real files: `source::open` (path resolution, the
 //! `checkpoint` state file, the bundle and V1 readers) and then reading every tensor, on folders
 //! built and damaged on disk, plus the state-file parser on its own. No input may panic or hang,
-//! and every failure must be one of the input errors (exit code 3), naming a path inside the
+//! and every failure must be an input error, with the exit code of its fault (corrupt 3, missing
+//! 9, truncated 10, ambiguous 11, unreadable 12, unsupported 13), naming a path inside the
 //! folder.
 //!
 //! Each case is a fresh folder holding a V2 bundle (1–3 data shards, float, int and string
@@ -28,7 +29,7 @@ use tfconv::source::resolve::parse_text_proto;
 use tfconv::source::testing::{BundleBuilder, V1Builder};
 use tfconv::source::{self, DType};
 use tfconv::synthetic::Rng;
-use tfconv::Error;
+use tfconv::{Error, InputFault};
 
 fn below(rng: &mut Rng, n: usize) -> usize {
     (rng.next_u64() % n.max(1) as u64) as usize
@@ -117,14 +118,17 @@ struct Tally {
     errors: BTreeMap<String, u64>,
     /// The first message of each kind, for the summary.
     samples: BTreeMap<String, String>,
+    /// Failures by fault (exit code).
+    faults: BTreeMap<String, u64>,
 }
 
 fn variant(e: &Error) -> &'static str {
     match e {
         Error::Input { .. } => "Input",
         Error::Tensor { .. } => "Tensor",
-        Error::Resolve(_) => "Resolve",
+        Error::Resolve { .. } => "Resolve",
         Error::Io { .. } => "Io",
+        Error::Write { .. } => "Write",
         Error::Usage(_) => "Usage",
         Error::Mapping(_) => "Mapping",
         Error::Output(_) => "Output",
@@ -133,14 +137,30 @@ fn variant(e: &Error) -> &'static str {
     }
 }
 
-/// Checks a failure: an input error (exit 3) naming something in the case's folder.
+/// The exit code of each input fault (README, "Exit codes").
+fn fault_code(fault: InputFault) -> u8 {
+    match fault {
+        InputFault::Corrupt => 3,
+        InputFault::Missing => 9,
+        InputFault::Truncated => 10,
+        InputFault::Ambiguous => 11,
+        InputFault::Unreadable => 12,
+        InputFault::Unsupported => 13,
+    }
+}
+
+/// Checks a failure: an input error, with its fault's exit code, naming something in the
+/// case's folder.
 fn check_error(e: &Error, dir: &Path, what: &str, tally: &mut Tally) {
+    let fault = e.input_fault().unwrap_or_else(|| panic!("{what}: {} error {e} is not about the input", variant(e)));
     let code = tfconv::cli::exit_code(e);
-    assert_eq!(code, 3, "{what}: {} error {e} has exit code {code}, not 3", variant(e));
+    assert_eq!(code, fault_code(fault), "{what}: {fault:?} error {e} has exit code {code}");
     let msg = e.to_string();
     assert!(msg.contains(&dir.display().to_string()), "{what}: the error does not name a path in {}: {msg}", dir.display());
-    *tally.errors.entry(variant(e).to_string()).or_default() += 1;
-    tally.samples.entry(variant(e).to_string()).or_insert(msg);
+    let kind = format!("{}/{fault:?}", variant(e));
+    *tally.errors.entry(kind.clone()).or_default() += 1;
+    tally.samples.entry(kind).or_insert(msg);
+    *tally.faults.entry(format!("{fault:?}")).or_default() += 1;
 }
 
 /// Builds one case in `dir` (empty), opens it, reads everything.
@@ -385,11 +405,12 @@ fn fuzz_open_path_ci() {
     let started = Instant::now();
     let tally = fuzz_open(env("FUZZ_CI_INPUTS", 50_000), env("FUZZ_SEED", 15));
     report(&tally, started);
-    // The generator must reach both outcomes and every kind of failure it aims at (`Io` errors
-    // need a file to change between the reader's checks, which a single thread cannot arrange).
+    // The generator must reach both outcomes and every fault its damage aims at: corrupt
+    // bytes, missing files, truncation, two checkpoints, links and FIFOs (it writes nothing
+    // well-formed that tfconv does not support).
     assert!(tally.opened > tally.cases / 20, "too few cases opened: {}", tally.opened);
-    for kind in ["Input", "Tensor", "Resolve"] {
-        assert!(tally.errors.get(kind).is_some_and(|&n| n > 0), "no {kind} error reached: {:?}", tally.errors);
+    for fault in ["Corrupt", "Missing", "Truncated", "Ambiguous", "Unreadable"] {
+        assert!(tally.faults.get(fault).is_some_and(|&n| n > 0), "no {fault} failure reached: {:?}", tally.errors);
     }
 }
 

@@ -178,27 +178,29 @@ fn a_finetuning_task_writes_the_double_heads_class() {
 }
 
 /// Shards that are missing, do not add up to the shapes, or are not little-endian C-order
-/// float32 fail before anything is written, naming the file and the reason (exit 3).
+/// float32 fail before anything is written, naming the file and the reason, each with its exit
+/// code: missing 9, inconsistent 3, unsupported 13.
 #[test]
 fn corrupt_or_inconsistent_shards_are_refused_naming_the_file() {
     let tmp = tempfile::tempdir().unwrap();
-    let refused = |label: &str, edit: &dyn Fn(&Path), says: &[&str]| {
+    let refused = |label: &str, code: i32, edit: &dyn Fn(&Path), says: &[&str]| {
         let dir = copy_golden("openai-gpt", &tmp.path().join(label));
         edit(&dir);
         let out = tmp.path().join(format!("{label}-out"));
         let o = common::tfconv(&["convert", "--tf-checkpoint", dir.to_str().unwrap(), "--output", out.to_str().unwrap()]);
         let err = common::stderr(&o);
-        assert_eq!(o.status.code(), Some(3), "{label}: {err}");
+        assert_eq!(o.status.code(), Some(code), "{label}: {err}");
         for s in says {
             assert!(err.contains(s), "{label}: stderr does not say {s:?}:\n{err}");
         }
         assert!(!out.exists(), "{label}: nothing is written");
     };
     let shard = |dir: &Path, i: usize| dir.join(format!("params_{i}.npy"));
-    refused("missing-middle", &|d| std::fs::remove_file(shard(d, 1)).unwrap(), &["params_1.npy", "missing", "params_2.npy"]);
-    refused("missing-last", &|d| std::fs::remove_file(shard(d, 2)).unwrap(), &["params_2.npy", "shard file is missing"]);
+    refused("missing-middle", 9, &|d| std::fs::remove_file(shard(d, 1)).unwrap(), &["params_1.npy", "missing", "params_2.npy"]);
+    refused("missing-last", 9, &|d| std::fs::remove_file(shard(d, 2)).unwrap(), &["params_2.npy", "shard file is missing"]);
     refused(
         "shapes-too-small",
+        3,
         &|d| {
             let mut shapes: Vec<Vec<usize>> = serde_json::from_slice(&std::fs::read(d.join(SHAPES_FILE)).unwrap()).unwrap();
             shapes[0][0] -= 1;
@@ -217,9 +219,9 @@ fn corrupt_or_inconsistent_shards_are_refused_naming_the_file() {
         }
         std::fs::write(shard(d, 1), out).unwrap();
     };
-    refused("big-endian", &|d| rewrite(d, ">f4", false), &["params_1.npy", "big-endian float32 ('>f4')"]);
-    refused("float64", &|d| rewrite(d, "<f8", false), &["params_1.npy", "float64 ('<f8')"]);
-    refused("fortran", &|d| rewrite(d, "<f4", true), &["params_1.npy", "fortran_order is True"]);
+    refused("big-endian", 13, &|d| rewrite(d, ">f4", false), &["params_1.npy", "big-endian float32 ('>f4')"]);
+    refused("float64", 13, &|d| rewrite(d, "<f8", false), &["params_1.npy", "float64 ('<f8')"]);
+    refused("fortran", 13, &|d| rewrite(d, "<f4", true), &["params_1.npy", "fortran_order is True"]);
 }
 
 /// A config.json that does not fit the arrays is refused by field.

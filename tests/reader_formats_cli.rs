@@ -59,17 +59,17 @@ fn inspect_lists_a_numpy_folder() {
     assert_eq!(v["tensors"].as_array().unwrap().len(), 14);
     assert_eq!(v["totals"]["weight"]["elements"], 276);
 
-    // A big-endian shard: exit code 3 (input), the message names the shard and why.
+    // A big-endian shard: exit code 13 (unsupported input), the message names the shard and why.
     let bad = npy_bytes(">f4", &[7], &[0; 28]);
     std::fs::write(dir.path().join("params_1.npy"), bad).unwrap();
     let o = tfconv(&["inspect", dir.path().to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(13), "{}", stderr(&o));
     let e = stderr(&o);
     assert!(e.contains("params_1.npy") && e.contains("big-endian float32 ('>f4')"), "{e}");
     // A shard alone, without params_shapes.json: a resolution error saying what is missing.
     std::fs::remove_file(dir.path().join(SHAPES_FILE)).unwrap();
     let o = tfconv(&["inspect", dir.path().join("params_0.npy").to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(9), "{}", stderr(&o));
     assert!(stderr(&o).contains("params_shapes.json is missing next to it"), "{}", stderr(&o));
 }
 
@@ -108,13 +108,13 @@ fn inspect_lists_a_pth_file() {
     assert_eq!(v["format"], "torch-pth");
     assert_eq!(v["tensors"].as_array().unwrap().len(), 17);
 
-    // A truncated legacy file: exit code 3, the file and the storage named.
+    // A truncated legacy file: exit code 10, the file and the storage named.
     let dir = tempfile::tempdir().unwrap();
     let cut = dir.path().join("mlm_tiny.pth");
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&cut, &bytes[..bytes.len() - 3]).unwrap();
     let o = tfconv(&["inspect", cut.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(10), "{}", stderr(&o));
     let e = stderr(&o);
     assert!(e.contains("mlm_tiny.pth") && e.contains("file is truncated: storage"), "{e}");
 }

@@ -76,7 +76,7 @@ fn error_categories() {
     let prefix = dir.path().join("model.ckpt-1000000");
 
     // Resolution problems.
-    assert!(matches!(open(&dir.path().join("nothing-here")), Err(Error::Resolve(_))));
+    assert!(matches!(open(&dir.path().join("nothing-here")), Err(Error::Resolve { .. })));
 
     // A flipped byte in a data file: a tensor error naming the data file and the tensor.
     let data = shard_path(&prefix, 1, 4);

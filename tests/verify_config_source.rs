@@ -48,7 +48,7 @@ fn the_folders_own_config_is_used_only_when_asked_for() {
         tfconv(&args)
     };
     let o = verify(&[]);
-    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(9), "the original config is missing: {}", stderr(&o));
     assert!(stderr(&o).contains("--trust-folder-config"), "{}", stderr(&o));
     let o = verify(&["--trust-folder-config"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));

@@ -81,7 +81,7 @@ fn missing_shard_is_an_input_error_naming_it() {
     std::fs::remove_file(folder.join(&gone)).unwrap();
     let o = verify(&folder);
     let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert_eq!(o.status.code(), Some(9), "{err}");
     assert!(err.contains(&format!("shard {gone} is missing")) && err.contains("pytorch_model.bin.index.json"), "{err}");
 }
 

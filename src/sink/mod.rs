@@ -204,7 +204,7 @@ impl std::io::Write for Counted<'_> {
 /// Runs `fill` into `out` and checks it wrote exactly `len` bytes.
 fn fill_exactly(out: &mut dyn std::io::Write, len: u64, fill: &mut Fill, path: &Path) -> Result<()> {
     let mut counted = Counted { inner: out, written: 0 };
-    fill(&mut counted).map_err(|e| Error::io(path, e))?;
+    fill(&mut counted).map_err(|e| Error::write(path, e))?;
     match counted.written == len {
         true => Ok(()),
         false => Err(Error::Output(format!("{}: a tensor wrote {} bytes, expected {len}", path.display(), counted.written))),
@@ -333,7 +333,7 @@ impl TensorSink for ShardedSink {
         let mut written = self.paths.clone();
         if self.plan.is_sharded() {
             let index = self.dir.join(self.format.index_file_name());
-            fs::write(&index, self.plan.index_json(&self.specs, self.format)).map_err(|e| Error::io(&index, e))?;
+            fs::write(&index, self.plan.index_json(&self.specs, self.format)).map_err(|e| Error::write(&index, e))?;
             written.push(index);
         }
         Ok(written)

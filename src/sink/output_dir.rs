@@ -223,7 +223,7 @@ fn exists(path: &Path) -> Result<bool> {
     match fs::symlink_metadata(path) {
         Ok(_) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(Error::io(path, e)),
+        Err(e) => Err(Error::write(path, e)),
     }
 }
 
@@ -274,8 +274,8 @@ fn create_parent(parent: &Path, target: &Path) -> Result<()> {
 /// Writes a whole file and syncs it to disk before returning.
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<PathBuf> {
     use std::io::Write;
-    let mut f = fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| Error::io(path, e))?;
+    let mut f = fs::File::create(path).map_err(|e| Error::write(path, e))?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| Error::write(path, e))?;
     Ok(path.to_path_buf())
 }
 

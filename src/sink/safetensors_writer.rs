@@ -154,9 +154,9 @@ impl SafetensorsFile {
             .create(true)
             .truncate(true)
             .open(path)
-            .map_err(|e| Error::io(path, e))?;
+            .map_err(|e| Error::write(path, e))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
-        out.write_all(&header).map_err(|e| Error::io(path, e))?;
+        out.write_all(&header).map_err(|e| Error::write(path, e))?;
         let data_start = header.len() as u64;
         Ok(SafetensorsFile {
             path: path.to_path_buf(),
@@ -174,7 +174,7 @@ impl ShardFile for SafetensorsFile {
     fn write(&mut self, len: u64, fill: &mut super::Fill) -> Result<()> {
         let start = self.starts[self.next];
         if self.pos != start {
-            self.out.seek(SeekFrom::Start(start)).map_err(|e| Error::io(&self.path, e))?;
+            self.out.seek(SeekFrom::Start(start)).map_err(|e| Error::write(&self.path, e))?;
         }
         super::fill_exactly(&mut self.out, len, fill, &self.path)?;
         self.pos = start + len;
@@ -189,9 +189,9 @@ impl ShardFile for SafetensorsFile {
 
     fn finish(self: Box<Self>) -> Result<()> {
         let path = self.path;
-        let file = self.out.into_inner().map_err(|e| Error::io(&path, e.into_error()))?;
-        file.sync_all().map_err(|e| Error::io(&path, e))?;
-        let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+        let file = self.out.into_inner().map_err(|e| Error::write(&path, e.into_error()))?;
+        file.sync_all().map_err(|e| Error::write(&path, e))?;
+        let len = file.metadata().map_err(|e| Error::write(&path, e))?.len();
         if len != self.expected_len {
             return Err(Error::Output(format!(
                 "{}: wrote {len} bytes, expected {}",
@@ -215,7 +215,7 @@ impl ShardFile for SafetensorsFile {
 fn validate(path: &Path, file: &File, tensors: usize) -> Result<()> {
     let bad = |msg: String| Error::Output(format!("{}: written file does not read back: {msg}", path.display()));
     // SAFETY: the file is ours, complete and no longer written to; only the header is read.
-    let map = unsafe { memmap2::Mmap::map(file) }.map_err(|e| Error::io(path, e))?;
+    let map = unsafe { memmap2::Mmap::map(file) }.map_err(|e| Error::write(path, e))?;
     let st = safetensors::SafeTensors::deserialize(&map).map_err(|e| bad(e.to_string()))?;
     if st.len() != tensors {
         return Err(bad(format!("{} tensors instead of {tensors}", st.len())));

@@ -33,7 +33,7 @@ pub(super) struct TorchBinFile {
 
 fn zip_err(path: &Path, e: zip::result::ZipError) -> Error {
     match e {
-        zip::result::ZipError::Io(e) => Error::io(path, e),
+        zip::result::ZipError::Io(e) => Error::write(path, e),
         e => Error::Output(format!("{}: {e}", path.display())),
     }
 }
@@ -65,7 +65,7 @@ impl TorchBinFile {
         let sizes = specs.iter().map(|s| s.nbytes()).collect::<Result<Vec<u64>>>()?;
         let id_hash = fnv1a(FNV_OFFSET, &pkl);
 
-        let file = File::create(path).map_err(|e| Error::io(path, e))?;
+        let file = File::create(path).map_err(|e| Error::write(path, e))?;
         let mut this = TorchBinFile {
             path: path.to_path_buf(),
             folder,
@@ -88,7 +88,7 @@ impl TorchBinFile {
 
     fn member(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
         self.start(name, bytes.len() as u64)?;
-        self.zip.write_all(bytes).map_err(|e| Error::io(&self.path, e))
+        self.zip.write_all(bytes).map_err(|e| Error::write(&self.path, e))
     }
 }
 
@@ -118,7 +118,7 @@ impl ShardFile for TorchBinFile {
         self.member(".data/serialization_id", id.as_bytes())?;
         let TorchBinFile { path, zip, .. } = *self;
         let out = zip.finish().map_err(|e| zip_err(&path, e))?;
-        let file = out.into_inner().map_err(|e| Error::io(&path, e.into_error()))?;
-        file.sync_all().map_err(|e| Error::io(&path, e))
+        let file = out.into_inner().map_err(|e| Error::write(&path, e.into_error()))?;
+        file.sync_all().map_err(|e| Error::write(&path, e))
     }
 }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, InputFault, Result};
 use crate::source::ordered_code::{encode_tensor_name_slice, slice_extents};
 use crate::source::proto::{BundleEntryProto, BundleHeaderProto, ENDIANNESS_BIG, ENDIANNESS_LITTLE};
 use crate::source::slices::{self, fmt_shape, SliceBox};
@@ -129,10 +129,12 @@ fn check_header(index_path: &Path, value: &[u8]) -> Result<Header> {
         return Err(bad(format!(
             "bundle needs a reader of version >= {}, this reader is version {CONSUMER_VERSION} (written by a newer TensorFlow?)",
             v.min_consumer
-        )));
+        ))
+        .because(InputFault::Unsupported));
     }
     if v.bad_consumers.contains(&CONSUMER_VERSION) {
-        return Err(bad(format!("bundle header disallows reader version {CONSUMER_VERSION} (bad_consumers)")));
+        return Err(bad(format!("bundle header disallows reader version {CONSUMER_VERSION} (bad_consumers)"))
+            .because(InputFault::Unsupported));
     }
     let big_endian = match h.endianness {
         ENDIANNESS_LITTLE => false,
@@ -172,7 +174,8 @@ impl Bundle {
                         "data file is missing{more}; the index {} says the checkpoint has {n} data shard(s)",
                         index_path.display()
                     ),
-                ));
+                )
+                .because(InputFault::Missing));
             }
             (0..n)
                 .map(|i| {
@@ -203,7 +206,8 @@ impl Bundle {
                 return Err(Error::input(
                     missing,
                     format!("data file is missing: the header says {n} shard(s), {} were given", given.len()),
-                ));
+                )
+                .because(InputFault::Missing));
             }
             Ok(given
                 .into_iter()
@@ -399,10 +403,12 @@ impl Bundle {
                 &shard_ref.path,
                 name,
                 format!(
-                    "tensor needs bytes [{offset}, {}) but the data file has only {flen} bytes (truncated?)",
+                    "tensor needs bytes [{offset}, {}) but the data file has only {flen} bytes: the data file is \
+                     truncated, or the index points past its end",
                     offset as u128 + size as u128
                 ),
-            )),
+            )
+            .because(InputFault::Truncated)),
         }
     }
 
@@ -445,8 +451,8 @@ impl Bundle {
         match self.infos.binary_search_by(|t| t.name.as_str().cmp(name)) {
             Ok(i) => Ok((&self.infos[i], &self.layouts[i])),
             Err(_) => match self.unsupported.iter().find(|u| u.name == name) {
-                Some(u) => Err(Error::tensor(&self.index_path, name, u.reason.clone())),
-                None => Err(Error::tensor(&self.prefix, name, "no such tensor in the checkpoint")),
+                Some(u) => Err(Error::tensor(&self.index_path, name, u.reason.clone()).because(InputFault::Unsupported)),
+                None => Err(Error::tensor(&self.prefix, name, "no such tensor in the checkpoint").because(InputFault::Missing)),
             },
         }
     }
@@ -467,6 +473,7 @@ impl Bundle {
                     data.len()
                 ),
             )
+            .because(InputFault::Truncated)
         })?;
         if check_crc && self.verify {
             let got = mask_crc(crc32c(bytes));

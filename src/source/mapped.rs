@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, InputFault, Result};
 
 pub(crate) enum FileBytes {
     Mmap(memmap2::Mmap),
@@ -23,7 +23,8 @@ pub(crate) fn open_regular(path: &Path) -> Result<File> {
     let kind = file.metadata().map_err(|e| Error::io(path, e))?.file_type();
     if !kind.is_file() {
         let what = if kind.is_dir() { "a directory" } else { "not a regular file" };
-        return Err(Error::input(path, format!("is {what}, where a checkpoint file was expected")));
+        return Err(Error::input(path, format!("is {what}, where a checkpoint file was expected"))
+            .because(InputFault::Unreadable));
     }
     Ok(file)
 }

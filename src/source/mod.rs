@@ -12,6 +12,7 @@ pub use dtype::DType;
 pub mod bundle;
 mod mapped;
 pub mod numpy;
+mod names;
 pub mod ordered_code;
 pub mod pickle;
 pub mod proto;

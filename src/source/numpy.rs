@@ -14,7 +14,7 @@
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, InputFault, Result};
 use crate::source::mapped::FileBytes;
 use crate::source::{Checkpoint, DType, TensorInfo};
 
@@ -381,7 +381,8 @@ impl NumpyShards {
                     "shard file is missing, but later shards exist ({later}); the shards must be numbered \
                      consecutively from params_0.npy"
                 ),
-            ));
+            )
+            .because(InputFault::Missing));
         }
         let mut shards = Vec::with_capacity(n);
         for i in 0..n {
@@ -420,12 +421,13 @@ impl NumpyShards {
             )
         })?;
         if files.is_empty() {
-            return Err(Error::input(&next_shard, format!("shard file is missing (no shards next to {SHAPES_FILE})")));
+            return Err(Error::input(&next_shard, format!("shard file is missing (no shards next to {SHAPES_FILE})"))
+                .because(InputFault::Missing));
         }
         let mut shards = Vec::with_capacity(files.len());
         let mut total = 0usize;
         for (path, data) in files {
-            let (offset, numel) = check_shard(data.bytes()).map_err(|m| Error::input(&path, m))?;
+            let (offset, numel) = check_shard(&path, data.bytes())?;
             shards.push(Shard { path, data, offset, start: total, numel });
             total = total.checked_add(numel).ok_or_else(|| Error::input(dir, "shards hold too many elements"))?;
         }
@@ -455,7 +457,8 @@ impl NumpyShards {
                     held(),
                     needed - total
                 ),
-            ));
+            )
+            .because(InputFault::Missing));
         }
         if total > needed {
             return Err(Error::input(
@@ -539,30 +542,36 @@ fn parse_shapes(bytes: &[u8]) -> std::result::Result<Vec<Vec<usize>>, String> {
 
 /// Validates one shard: a 1-D little-endian float32 C-order array whose data fills the rest of
 /// the file. Returns (data offset, element count).
-fn check_shard(bytes: &[u8]) -> std::result::Result<(usize, usize), String> {
-    let h = parse_npy_header(bytes)?;
+fn check_shard(path: &Path, bytes: &[u8]) -> Result<(usize, usize)> {
+    let h = parse_npy_header(bytes).map_err(|m| Error::input(path, m))?;
+    let unsupported = |m: String| Error::input(path, m).because(InputFault::Unsupported);
     if h.descr != "<f4" {
-        return Err(format!("dtype is {}; the shards must be little-endian float32 ('<f4')", describe_descr(&h.descr)));
+        let m = format!("dtype is {}; the shards must be little-endian float32 ('<f4')", describe_descr(&h.descr));
+        return Err(unsupported(m));
     }
     if h.fortran_order {
-        return Err("fortran_order is True; the shards must be 1-D C-order arrays".into());
+        return Err(unsupported("fortran_order is True; the shards must be 1-D C-order arrays".into()));
     }
     let [numel] = h.shape[..] else {
         let dims: Vec<String> = h.shape.iter().map(|d| d.to_string()).collect();
-        return Err(format!("shard is not 1-D: its shape is ({}), expected (n,)", dims.join(", ")));
+        return Err(unsupported(format!("shard is not 1-D: its shape is ({}), expected (n,)", dims.join(", "))));
     };
     let have = bytes.len() - h.data_offset;
     match numel.checked_mul(4) {
         Some(need) if need == have => Ok((h.data_offset, numel)),
-        Some(need) if need < have => Err(format!(
-            "the file has {} byte(s) after the {numel} float32 values the header announces",
-            have - need
+        Some(need) if need < have => Err(Error::input(
+            path,
+            format!("the file has {} byte(s) after the {numel} float32 values the header announces", have - need),
         )),
-        _ => Err(format!(
-            "data is truncated: the header announces {numel} float32 values ({} bytes from byte {}), the file has {have}",
-            numel as u128 * 4,
-            h.data_offset
-        )),
+        _ => Err(Error::input(
+            path,
+            format!(
+                "data is truncated: the header announces {numel} float32 values ({} bytes from byte {}), the file has {have}",
+                numel as u128 * 4,
+                h.data_offset
+            ),
+        )
+        .because(InputFault::Truncated)),
     }
 }
 

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value as Json};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, InputFault, Result};
 use crate::source::mapped::FileBytes;
 use crate::source::pickle::{self, bigint_to_decimal, Value};
 use crate::source::{Checkpoint, DType, TensorInfo, UnsupportedTensor};
@@ -457,7 +457,12 @@ impl PthCheckpoint {
 
     fn build(path: &Path, data: FileBytes) -> Result<PthCheckpoint> {
         let bytes = data.bytes();
-        let input = |m: String| Error::input(path, m);
+        // The container and pickle parsers report in text; a cut-off file is the one fault
+        // they name ("… is truncated"), and it gets its own exit code like any other reader's.
+        let input = |m: String| {
+            let fault = if m.contains("is truncated") { InputFault::Truncated } else { InputFault::Corrupt };
+            Error::input(path, m).because(fault)
+        };
         let (root, container) = if bytes.starts_with(&LEGACY_MAGIC) {
             let (root, end) = read_legacy_pickles(bytes).map_err(input)?;
             (root, Container::Legacy(end))
@@ -535,8 +540,8 @@ impl PthCheckpoint {
         match self.infos.binary_search_by(|t| t.name.as_str().cmp(name)) {
             Ok(i) => Ok((&self.infos[i], &self.views[i])),
             Err(_) => match self.unsupported.iter().find(|u| u.name == name) {
-                Some(u) => Err(Error::tensor(&self.path, name, u.reason.clone())),
-                None => Err(Error::tensor(&self.path, name, "no such tensor in the checkpoint")),
+                Some(u) => Err(Error::tensor(&self.path, name, u.reason.clone()).because(InputFault::Unsupported)),
+                None => Err(Error::tensor(&self.path, name, "no such tensor in the checkpoint").because(InputFault::Missing)),
             },
         }
     }

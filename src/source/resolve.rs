@@ -11,11 +11,13 @@
 //! (XLM `.pth`) by its content: a zip archive with a `<name>/data.pkl` member, or the legacy
 //! magic number. Failures are [`Error::Resolve`] and say what was looked for and what was found.
 
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, InputFault, Result};
+use crate::source::names;
 use crate::source::bundle::with_suffix;
 use crate::source::numpy::{self, SHAPES_FILE};
 use crate::source::pth::{self, Sniff};
@@ -72,8 +74,8 @@ impl Resolved {
     }
 }
 
-fn err(msg: String) -> Error {
-    Error::Resolve(msg)
+fn err(fault: InputFault, msg: String) -> Error {
+    Error::resolve(fault, msg)
 }
 
 /// Whether `path` is a file ending with the SSTable magic (a V1 checkpoint or an index).
@@ -91,20 +93,19 @@ pub fn has_sstable_magic(path: &Path) -> bool {
     f.read_exact(&mut buf).is_ok() && buf == MAGIC.to_le_bytes()
 }
 
-fn file_name(path: &Path) -> &str {
-    path.file_name().and_then(|n| n.to_str()).unwrap_or("")
-}
-
 /// `<prefix>` if `name` ends with `.data-SSSSS-of-NNNNN`.
-fn strip_data_suffix(name: &str) -> Option<&str> {
-    let i = name.rfind(".data-")?;
-    let (a, b) = name[i + 6..].split_once("-of-")?;
+fn strip_data_suffix(name: &OsStr) -> Option<&OsStr> {
+    let (prefix, tail) = names::rsplit_once(name, ".data-")?;
+    let (a, b) = tail.split_once("-of-")?;
     let digits = |p: &str| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit());
-    (digits(a) && digits(b)).then_some(&name[..i])
+    (digits(a) && digits(b)).then_some(prefix)
 }
 
-fn is_bookkeeping_name(name: &str) -> bool {
-    name.ends_with(".index") || name.ends_with(".meta") || strip_data_suffix(name).is_some() || name == STATE_FILE
+fn is_bookkeeping_name(name: &OsStr) -> bool {
+    names::ends_with(name, ".index")
+        || names::ends_with(name, ".meta")
+        || strip_data_suffix(name).is_some()
+        || name == STATE_FILE
 }
 
 /// Resolves a user-given path to a checkpoint.
@@ -116,10 +117,10 @@ pub fn resolve(path: &Path) -> Result<Resolved> {
     if path.is_dir() {
         return resolve_dir(path);
     }
-    let name = file_name(path);
+    let name = names::file_name(path);
     if path.is_file() {
         // (c) one of the bundle's own files
-        if let Some(prefix) = name.strip_suffix(".index") {
+        if let Some(prefix) = names::strip_suffix(name, ".index") {
             return Ok(Resolved::BundleV2 { prefix: path.with_file_name(prefix) });
         }
         if let Some(prefix) = strip_data_suffix(name) {
@@ -128,13 +129,13 @@ pub fn resolve(path: &Path) -> Result<Resolved> {
             if index.is_file() {
                 return Ok(Resolved::BundleV2 { prefix });
             }
-            return Err(err(format!(
+            return Err(err(InputFault::Missing, format!(
                 "{} is a checkpoint data file, but its index {} is missing; the .index file is needed to read it",
                 path.display(),
                 index.display()
             )));
         }
-        if let Some(prefix) = name.strip_suffix(".meta") {
+        if let Some(prefix) = names::strip_suffix(name, ".meta") {
             let prefix = path.with_file_name(prefix);
             if with_suffix(&prefix, ".index").is_file() {
                 return Ok(Resolved::BundleV2 { prefix });
@@ -142,19 +143,19 @@ pub fn resolve(path: &Path) -> Result<Resolved> {
             if has_sstable_magic(&prefix) {
                 return Ok(Resolved::TensorSliceV1 { file: prefix });
             }
-            return Err(err(format!(
+            return Err(err(InputFault::Missing, format!(
                 "{} is a graph (.meta) file, but neither {}.index (V2) nor {} (V1) exists next to it",
                 path.display(),
                 prefix.display(),
                 prefix.display()
             )));
         }
-        if name == SHAPES_FILE || numpy::parse_shard_name(name).is_some() {
+        if name == SHAPES_FILE || name.to_str().and_then(numpy::parse_shard_name).is_some() {
             let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
             if dir.join(SHAPES_FILE).is_file() {
                 return Ok(Resolved::NumpyShards { dir: dir.to_path_buf() });
             }
-            return Err(err(format!(
+            return Err(err(InputFault::Missing, format!(
                 "{} looks like an OpenAI GPT numpy shard, but {} is missing next to it",
                 path.display(),
                 dir.join(SHAPES_FILE).display()
@@ -167,13 +168,13 @@ pub fn resolve(path: &Path) -> Result<Resolved> {
         match pth::sniff(path) {
             Sniff::Zip | Sniff::Legacy => return Ok(Resolved::TorchPickle { file: path.to_path_buf() }),
             Sniff::ZipWithoutPickle => {
-                return Err(err(format!(
+                return Err(err(InputFault::Unsupported, format!(
                     "{} is a zip archive without a <name>/data.pkl member, so not a torch.save file",
                     path.display()
                 )))
             }
-            Sniff::NotTorch if name.ends_with(".pth") => {
-                return Err(err(format!(
+            Sniff::NotTorch if names::ends_with(name, ".pth") => {
+                return Err(err(InputFault::Unsupported, format!(
                     "{} is named .pth but is not a torch.save file: neither a zip archive nor the legacy format's \
                      magic number",
                     path.display()
@@ -185,15 +186,15 @@ pub fn resolve(path: &Path) -> Result<Resolved> {
             let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
             return resolve_dir(dir);
         }
-        return Err(err(format!(
+        return Err(err(InputFault::Unsupported, format!(
             "{} is not a TensorFlow checkpoint: it is not a .index/.data/.meta file of a V2 checkpoint, there is no {}.index, \
              and it has no SSTable magic (so it is not a V1 checkpoint)",
             path.display(),
             path.display()
         )));
     }
-    if let Some(what) = not_a_file(path) {
-        return Err(err(format!("{}: {what}", path.display())));
+    if let Some((fault, what)) = not_a_file(path) {
+        return Err(err(fault, format!("{}: {what}", path.display())));
     }
     // Nothing at `path`: a sharded V1 pattern, or a typo.
     if let Some(r) = v1_pattern(path) {
@@ -207,10 +208,15 @@ pub fn resolve(path: &Path) -> Result<Resolved> {
     );
     if let Some(dir) = path.parent() {
         let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        let name = name.as_encoded_bytes();
         let similar: Vec<String> = list_dir(dir)
             .into_iter()
-            .filter(|n| !name.is_empty() && n != name && (n.starts_with(name) || name.starts_with(n.as_str())))
+            .filter(|n| {
+                let n = n.as_encoded_bytes();
+                !name.is_empty() && n != name && (n.starts_with(name) || name.starts_with(n))
+            })
             .take(10)
+            .map(|n| n.to_string_lossy().into_owned())
             .collect();
         if !similar.is_empty() {
             msg.push_str(&format!("; similar names in {}: {}", dir.display(), similar.join(", ")));
@@ -218,26 +224,28 @@ pub fn resolve(path: &Path) -> Result<Resolved> {
             msg.push_str(&format!("; the directory {} does not exist", dir.display()));
         }
     }
-    Err(err(msg))
+    Err(err(InputFault::Missing, msg))
 }
 
 /// What is at `path` when it is neither a regular file nor a directory (after following
 /// symbolic links), so the error says that instead of "does not exist". `None` when nothing is
 /// there at all. Only metadata is read: opening a FIFO would block.
-fn not_a_file(path: &Path) -> Option<String> {
+fn not_a_file(path: &Path) -> Option<(InputFault, String)> {
     let link = std::fs::symlink_metadata(path);
     if let Err(e) = &link {
         // "x/y" where x is a file is as absent as a typo; other failures (permissions) are not.
         let absent = matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory);
-        return (!absent).then(|| format!("cannot be examined: {e}"));
+        return (!absent).then(|| (InputFault::Unreadable, format!("cannot be examined: {e}")));
     }
     let meta = match std::fs::metadata(path) {
         Ok(meta) => meta,
         Err(e) => {
             let target = std::fs::read_link(path).map(|t| t.display().to_string()).unwrap_or_else(|_| "?".into());
             return Some(match e.kind() {
-                std::io::ErrorKind::NotFound => format!("a symbolic link to {target}, which does not exist"),
-                _ => format!("a symbolic link to {target}, which cannot be followed: {e}"),
+                std::io::ErrorKind::NotFound => {
+                    (InputFault::Missing, format!("a symbolic link to {target}, which does not exist"))
+                }
+                _ => (InputFault::Unreadable, format!("a symbolic link to {target}, which cannot be followed: {e}")),
             });
         }
     };
@@ -246,7 +254,7 @@ fn not_a_file(path: &Path) -> Option<String> {
         use std::os::unix::fs::FileTypeExt;
         let t = meta.file_type();
         if t.is_fifo() {
-            return Some("is a FIFO, not a checkpoint file".into());
+            return Some((InputFault::Unreadable, "is a FIFO, not a checkpoint file".into()));
         }
         let kind = if t.is_char_device() {
             "a character device"
@@ -257,21 +265,16 @@ fn not_a_file(path: &Path) -> Option<String> {
         } else {
             "an unknown kind of file"
         };
-        Some(format!("not a regular file or directory ({kind})"))
+        Some((InputFault::Unreadable, format!("not a regular file or directory ({kind})")))
     }
     #[cfg(not(unix))]
-    Some(format!("not a regular file or directory ({:?})", meta.file_type()))
+    Some((InputFault::Unreadable, format!("not a regular file or directory ({:?})", meta.file_type())))
 }
 
 /// `prefix-?????-of-NNNNN` as written in `checkpoint` files by TF's sharded V1 saver.
 fn v1_pattern(path: &Path) -> Option<Resolved> {
-    let name = file_name(path);
-    if !name.contains("-?????-of-") {
-        return None;
-    }
-    let first = path.with_file_name(name.replacen("-?????-of-", "-00000-of-", 1));
-    let n = file_name(&first);
-    (parse_shard_suffix(n).is_some() && has_sstable_magic(&first)).then_some(Resolved::TensorSliceV1 { file: first })
+    let first = path.with_file_name(names::replace_once(names::file_name(path), "-?????-of-", "-00000-of-")?);
+    (parse_shard_suffix(names::file_name(&first)).is_some() && has_sstable_magic(&first)).then_some(Resolved::TensorSliceV1 { file: first })
 }
 
 /// A candidate checkpoint path (from a `checkpoint` file): V2 prefix or V1 file.
@@ -290,14 +293,14 @@ fn resolve_dir(dir: &Path) -> Result<Resolved> {
     if state.is_file() {
         let size = state.metadata().map(|m| m.len()).unwrap_or(0);
         if size > MAX_STATE_FILE {
-            return Err(err(format!("{} is {size} bytes, too large for a checkpoint state file", state.display())));
+            return Err(err(InputFault::Unsupported, format!("{} is {size} bytes, too large for a checkpoint state file", state.display())));
         }
         let bytes = crate::source::mapped::read_regular(&state)?;
         let fields = parse_text_proto(&bytes)
-            .map_err(|m| err(format!("cannot parse the checkpoint state file {}: {m}", state.display())))?;
+            .map_err(|m| err(InputFault::Corrupt, format!("cannot parse the checkpoint state file {}: {m}", state.display())))?;
         let pick = |k: &str| fields.iter().rev().find(|(key, v)| key == k && !v.is_empty()).map(|(_, v)| v.clone());
         let Some(target) = pick("model_checkpoint_path").or_else(|| pick("all_model_checkpoint_paths")) else {
-            return Err(err(format!(
+            return Err(err(InputFault::Corrupt, format!(
                 "the checkpoint state file {} names no checkpoint (model_checkpoint_path is missing or empty){}",
                 state.display(),
                 found_suffix(dir)
@@ -318,7 +321,7 @@ fn resolve_dir(dir: &Path) -> Result<Resolved> {
                 tried.push(alt.display().to_string());
             }
         }
-        return Err(err(format!(
+        return Err(err(InputFault::Missing, format!(
             "the checkpoint state file {} points to {}, which is not a checkpoint (looked for {}){}; \
              pass the checkpoint prefix explicitly",
             state.display(),
@@ -332,16 +335,16 @@ fn resolve_dir(dir: &Path) -> Result<Resolved> {
         1 => Ok(found.into_iter().next().unwrap_or_else(|| unreachable!())),
         0 => {
             let names = list_dir(dir);
-            let shown: Vec<&str> = names.iter().take(20).map(String::as_str).collect();
+            let shown: Vec<String> = names.iter().take(20).map(|n| n.to_string_lossy().into_owned()).collect();
             let more = if names.len() > 20 { format!(", … ({} entries)", names.len()) } else { String::new() };
-            Err(err(format!(
+            Err(err(InputFault::Missing, format!(
                 "no TensorFlow checkpoint in directory {}: no `checkpoint` state file, no *.index file and no V1 \
                  checkpoint file; it contains: {}{more}",
                 dir.display(),
                 if shown.is_empty() { "nothing".to_string() } else { shown.join(", ") }
             )))
         }
-        n => Err(err(format!(
+        n => Err(err(InputFault::Ambiguous, format!(
             "directory {} has no `checkpoint` state file and holds {n} checkpoints: {}; pass one prefix explicitly",
             dir.display(),
             found.iter().take(20).map(Resolved::describe).collect::<Vec<_>>().join(", ")
@@ -363,10 +366,9 @@ fn found_suffix(dir: &Path) -> String {
 }
 
 /// Sorted names of a directory's entries (bounded).
-fn list_dir(dir: &Path) -> Vec<String> {
+fn list_dir(dir: &Path) -> Vec<OsString> {
     let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
-    let mut names: Vec<String> =
-        rd.take(MAX_DIR_ENTRIES).filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<OsString> = rd.take(MAX_DIR_ENTRIES).filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
     names.sort();
     names
 }
@@ -383,13 +385,13 @@ pub fn scan_dir(dir: &Path) -> Vec<Resolved> {
             }
             continue;
         }
-        if let Some(prefix) = name.strip_suffix(".index") {
+        if let Some(prefix) = names::strip_suffix(&name, ".index") {
             if p.is_file() {
                 out.push(Resolved::BundleV2 { prefix: dir.join(prefix) });
             }
             continue;
         }
-        if is_bookkeeping_name(&name) || name.starts_with('.') || !p.is_file() {
+        if is_bookkeeping_name(&name) || name.as_encoded_bytes().starts_with(b".") || !p.is_file() {
             continue;
         }
         if let Some((_, i, _)) = parse_shard_suffix(&name) {
@@ -514,7 +516,7 @@ mod tests {
 
     fn rerr(p: &Path) -> String {
         match resolve(p) {
-            Err(Error::Resolve(m)) => m,
+            Err(Error::Resolve { msg, .. }) => msg,
             other => panic!("expected a Resolve error for {}, got {other:?}", p.display()),
         }
     }
@@ -624,9 +626,9 @@ mod tests {
         assert!(parse_text_proto(b"k: \"unterminated\n").is_err());
         assert!(parse_text_proto(b"k: \"bad \\q\"\n").is_err());
         assert!(parse_text_proto(b"no colon here\n").is_err());
-        assert_eq!(strip_data_suffix("m.ckpt.data-00001-of-00016"), Some("m.ckpt"));
-        assert_eq!(strip_data_suffix("m.ckpt.data-x-of-00016"), None);
-        assert_eq!(strip_data_suffix("m.data"), None);
+        assert_eq!(strip_data_suffix(OsStr::new("m.ckpt.data-00001-of-00016")), Some(OsStr::new("m.ckpt")));
+        assert_eq!(strip_data_suffix(OsStr::new("m.ckpt.data-x-of-00016")), None);
+        assert_eq!(strip_data_suffix(OsStr::new("m.data")), None);
     }
 
     /// Runs `resolve` on another thread and fails if it does not return promptly, so a test of a

@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, InputFault, Result};
 
 /// Footer magic, stored as two little-endian u32 words (low word first).
 pub const MAGIC: u64 = 0xdb47_7524_8b80_fb57;
@@ -246,6 +246,7 @@ impl Table {
                      ({limit} bytes before the footer; file is {} bytes)",
                     file.len()
                 ))
+                .because(InputFault::Truncated)
             })?;
         // `end <= limit <= file.len()`, so these conversions and slices are in bounds.
         let start = handle.offset as usize;
@@ -413,7 +414,7 @@ pub fn read_footer(path: &Path, file: &[u8], kind: &str) -> Result<Footer> {
             file.len()
         );
         add_state_file_hint(&mut msg, file);
-        return Err(Error::input(path, msg));
+        return Err(Error::input(path, msg).because(InputFault::Truncated));
     }
     let footer = &file[file.len() - FOOTER_LEN..];
     let magic = &footer[40..48];

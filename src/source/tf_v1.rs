@@ -4,11 +4,13 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use prost::Message;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, InputFault, Result};
+use crate::source::names;
 use crate::source::ordered_code::{encode_tensor_name_slice, slice_extents};
 use crate::source::proto::{SavedTensorSlices, TensorProto, TensorShapeProto, TensorSliceProto};
 use crate::source::slices::{self, SliceBox};
@@ -63,29 +65,32 @@ pub struct V1Checkpoint {
 }
 
 /// Splits `name-SSSSS-of-NNNNN` into (name, shard, count).
-pub fn parse_shard_suffix(file_name: &str) -> Option<(&str, usize, usize)> {
+pub fn parse_shard_suffix(file_name: &OsStr) -> Option<(&OsStr, usize, usize)> {
     // "-SSSSS-of-NNNNN" is 15 ASCII bytes.
-    let cut = file_name.len().checked_sub(15)?;
-    let tail = file_name.get(cut..)?;
-    let base = &file_name[..cut];
-    let t = tail.as_bytes();
+    let bytes = file_name.as_encoded_bytes();
+    let cut = bytes.len().checked_sub(15)?;
+    let t = &bytes[cut..];
     let digits = |r: std::ops::Range<usize>| t[r].iter().all(u8::is_ascii_digit);
     if t[0] != b'-' || &t[6..10] != b"-of-" || !digits(1..6) || !digits(10..15) {
         return None;
     }
-    let i = tail[1..6].parse().ok()?;
-    let n = tail[10..15].parse().ok()?;
+    let number = |r: std::ops::Range<usize>| std::str::from_utf8(&t[r]).ok()?.parse::<usize>().ok();
+    let (i, n) = (number(1..6)?, number(10..15)?);
+    let base = names::strip_suffix(file_name, std::str::from_utf8(t).ok()?)?;
     (i < n).then_some((base, i, n))
 }
 
 /// The files of a V1 checkpoint given one of them: all shards if the name has a
 /// `-SSSSS-of-NNNNN` suffix, else just the file.
 pub fn shard_files(path: &Path) -> Vec<PathBuf> {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    match parse_shard_suffix(name) {
-        Some((base, _, n)) if n <= MAX_FILES => {
-            (0..n).map(|i| path.with_file_name(format!("{base}-{i:05}-of-{n:05}"))).collect()
-        }
+    match parse_shard_suffix(names::file_name(path)) {
+        Some((base, _, n)) if n <= MAX_FILES => (0..n)
+            .map(|i| {
+                let mut name = base.to_os_string();
+                name.push(format!("-{i:05}-of-{n:05}"));
+                path.with_file_name(name)
+            })
+            .collect(),
         _ => vec![path.to_path_buf()],
     }
 }
@@ -114,7 +119,8 @@ impl V1Checkpoint {
                     files.len(),
                     path.display()
                 ),
-            ));
+            )
+            .because(InputFault::Missing));
         }
         let mut data = Vec::with_capacity(files.len());
         for f in files {
@@ -238,8 +244,8 @@ impl V1Checkpoint {
         match self.infos.binary_search_by(|t| t.name.as_str().cmp(name)) {
             Ok(i) => Ok((&self.infos[i], &self.tensors[i])),
             Err(_) => match self.unsupported.iter().find(|u| u.name == name) {
-                Some(u) => Err(Error::tensor(&self.path, name, u.reason.clone())),
-                None => Err(Error::tensor(&self.path, name, "no such tensor in the checkpoint")),
+                Some(u) => Err(Error::tensor(&self.path, name, u.reason.clone()).because(InputFault::Unsupported)),
+                None => Err(Error::tensor(&self.path, name, "no such tensor in the checkpoint").because(InputFault::Missing)),
             },
         }
     }
@@ -468,11 +474,12 @@ pub(crate) mod tests {
 
     #[test]
     fn shard_suffix() {
-        assert_eq!(parse_shard_suffix("model.ckpt-00001-of-00016"), Some(("model.ckpt", 1, 16)));
-        assert_eq!(parse_shard_suffix("model.ckpt-00016-of-00016"), None);
-        assert_eq!(parse_shard_suffix("model.ckpt-1000"), None);
-        assert_eq!(parse_shard_suffix("é-00001-of-00016"), Some(("é", 1, 16)));
-        assert_eq!(parse_shard_suffix("ééééééééé"), None);
+        let parse = |n: &str| parse_shard_suffix(OsStr::new(n)).map(|(b, i, n)| (b.to_str().unwrap().to_string(), i, n));
+        assert_eq!(parse("model.ckpt-00001-of-00016"), Some(("model.ckpt".into(), 1, 16)));
+        assert_eq!(parse("model.ckpt-00016-of-00016"), None);
+        assert_eq!(parse("model.ckpt-1000"), None);
+        assert_eq!(parse("é-00001-of-00016"), Some(("é".into(), 1, 16)));
+        assert_eq!(parse("ééééééééé"), None);
     }
 
     #[test]

@@ -220,7 +220,8 @@ pub fn weight_layout(folder: &Path) -> Result<(Vec<PathBuf>, Option<ShardIndex>)
                     listed[0],
                     folder.join(file).display()
                 ),
-            ));
+            )
+            .because(crate::error::InputFault::Missing));
         }
         let files = files.into_iter().map(|f| folder.join(f)).collect();
         return Ok((files, Some(ShardIndex { path, weight_map })));
